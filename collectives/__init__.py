@@ -1,1 +1,42 @@
-"""(filled in below)"""
+"""Collectives: specifications, the Program IR, its DSL, the verifier and the algorithm library."""
+
+from synccl.collectives._algorithm import Algorithm, Step, Transfer, chunk_destinations, chunk_sources
+from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, current_program, program
+from synccl.collectives._execution import Connection, Event, Schedule, schedule
+from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
+from synccl.collectives._spec import Buffer, Collective, CollectiveSpec, Contribution, parse_collective
+from synccl.collectives._transform import replicate
+from synccl.collectives._verifier import VerificationReport, check, verify
+
+__all__ = [
+    "Algorithm",
+    "ChunkRef",
+    "ProgramBuilder",
+    "Step",
+    "Transfer",
+    "chunk",
+    "chunk_destinations",
+    "chunk_sources",
+    "current_program",
+    "program",
+    "replicate",
+    "Buffer",
+    "Channel",
+    "Collective",
+    "CollectiveSpec",
+    "Connection",
+    "Contribution",
+    "Dependency",
+    "Event",
+    "Instruction",
+    "Op",
+    "Program",
+    "RankProgram",
+    "Schedule",
+    "Slice",
+    "VerificationReport",
+    "check",
+    "parse_collective",
+    "schedule",
+    "verify",
+]

@@ -1,0 +1,291 @@
+"""Lowering DSL operations to a Program: instructions, channels, dependencies and fusion.
+
+Every operation gets a *depth*: one more than the deepest earlier operation it conflicts with
+(read-after-write, write-after-read or write-after-write on a chunk of the same rank). Each
+channel runs its instructions in ``(depth, sends first, program order)`` order. Taking all
+instructions in that order is a valid sequential execution (a dependency always has a smaller
+depth, and a send comes no later than its receive), so the lowered Program cannot deadlock and
+the k-th send on a connection meets the k-th receive.
+
+Channels: a rank gets one channel per connection end it uses, except that a receive connection
+and a send connection are paired into one channel when chunks arrive on the first and leave on
+the second (a forwarding pattern, as in a ring). A receive immediately followed in its channel by
+the send of exactly the chunks it received is fused into one recv-copy-send (or
+recv-reduce-copy-send) instruction, as MSCCLang does. Local copies and reductions run on the
+channel of the instruction they wait for. Conflicts across channels become dependencies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, Protocol, RankProgram, Slice
+from synccl.collectives._spec import Buffer, CollectiveSpec
+from synccl.exceptions import ProgramError
+
+__all__ = ["OpRecord", "RefKey", "lower"]
+
+#: ``(rank, buffer, index, size)`` of a chunk reference.
+RefKey = tuple[int, Buffer, int, int]
+_Loc = tuple[int, Buffer, int]
+_Conn = tuple[int, int]  # (peer, lane)
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One DSL operation: ``dst := src`` (copy) or ``dst := local (+) src`` (reduce)."""
+
+    seq: int
+    kind: Literal["copy", "reduce"]
+    src: RefKey
+    dst: RefKey
+    local: RefKey | None
+    lane: int
+    send_channel: int | None
+    recv_channel: int | None
+
+    def describe(self) -> str:
+        s, d = self.src, self.dst
+        return f"{self.kind} #{self.seq} (rank {s[0]} {s[1].value}[{s[2]}:{s[2] + s[3]}] -> rank {d[0]} {d[1].value}[{d[2]}:{d[2] + d[3]}])"
+
+
+@dataclass(eq=False, slots=True)
+class _Ins:
+    op: Op
+    rank: int
+    src: Slice | None
+    dst: Slice | None
+    key: tuple[int, int, int]
+    record: OpRecord
+    send_conn: _Conn | None = None
+    recv_conn: _Conn | None = None
+    pinned: int | None = None
+    channel: _Chan | None = None
+    deps: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
+class _Chan:
+    send_conn: _Conn | None
+    recv_conn: _Conn | None
+    pinned: int | None
+    items: list[_Ins] = field(default_factory=list)
+    id: int = -1
+
+
+def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Protocol = "Simple") -> Program:
+    """Lower recorded DSL operations to a Program (not yet verified)."""
+    depth, hazards, raw_preds = _analyse(spec, ops)
+    placed: dict[tuple[int, int], _Ins] = {}  # (op seq, rank) -> instruction
+    per_rank: dict[int, list[_Ins]] = defaultdict(list)
+    for op in ops:
+        for ins in _instructions(op, depth[op.seq]):
+            placed[op.seq, ins.rank] = ins
+            per_rank[ins.rank].append(ins)
+    pairs = _forwarding_pairs(ops, raw_preds)
+    preds_by_rank: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for p, s, r in hazards:
+        preds_by_rank[r][s].append(p)
+    ranks = []
+    for rank in range(spec.nranks):
+        chans = _assign_channels(rank, sorted(per_rank[rank], key=lambda i: i.key), pairs.get(rank, Counter()), preds_by_rank[rank], placed)
+        _fuse(chans, placed, raw_preds)
+        ranks.append(chans)
+    _add_dependencies(hazards, placed, [ch for chans in ranks for ch in chans])
+    scratch = _scratch_sizes(spec, ops)
+    return Program(
+        name=name,
+        spec=spec,
+        ranks=tuple(RankProgram(rank, tuple(_freeze(c) for c in chans), scratch[rank]) for rank, chans in enumerate(ranks)),
+        protocol=protocol,
+    )
+
+
+def _analyse(spec: CollectiveSpec, ops: list[OpRecord]) -> tuple[dict[int, int], list[tuple[int, int, int]], dict[int, set[int]]]:
+    """Depth of every op, the conflicts ``(earlier op, later op, rank)``, and each op's RAW sources."""
+    last_writer: dict[_Loc, int] = {}
+    readers: dict[_Loc, set[int]] = defaultdict(set)
+    depth: dict[int, int] = {}
+    hazards: list[tuple[int, int, int]] = []
+    raw_preds: dict[int, set[int]] = {}
+    for op in ops:
+        src_locs = _locs(spec, op.src)
+        reads = src_locs + (_locs(spec, op.local) if op.local is not None else [])
+        writes = _locs(spec, op.dst)
+        preds: set[tuple[int, int]] = set()
+        raw_preds[op.seq] = {last_writer[loc] for loc in src_locs if loc in last_writer}
+        for loc in reads:
+            if loc in last_writer:
+                preds.add((last_writer[loc], loc[0]))
+        for loc in writes:
+            if loc in last_writer:
+                preds.add((last_writer[loc], loc[0]))
+            preds.update((r, loc[0]) for r in readers[loc])
+        for loc in reads:
+            readers[loc].add(op.seq)
+        for loc in writes:
+            last_writer[loc] = op.seq
+            readers[loc] = set()
+        depth[op.seq] = 1 + max((depth[p] for p, _ in preds), default=-1)
+        hazards.extend((p, op.seq, rank) for p, rank in preds)
+    return depth, hazards, raw_preds
+
+
+def _locs(spec: CollectiveSpec, ref: RefKey) -> list[_Loc]:
+    rank, buffer, index, size = ref
+    return [(rank, *spec.resolve(rank, buffer, i)) for i in range(index, index + size)]
+
+
+def _slice(ref: RefKey) -> Slice:
+    return Slice(ref[1], ref[2], ref[3])
+
+
+def _instructions(op: OpRecord, depth: int) -> list[_Ins]:
+    src_rank, dst_rank = op.src[0], op.dst[0]
+    if src_rank == dst_rank:
+        if op.kind == "copy":
+            return [_Ins(Op.COPY, src_rank, _slice(op.src), _slice(op.dst), (depth, 1, op.seq), op, pinned=op.send_channel)]
+        return [_Ins(Op.REDUCE, src_rank, _slice(op.src), _slice(op.dst), (depth, 1, op.seq), op, pinned=op.send_channel)]
+    send = _Ins(Op.SEND, src_rank, _slice(op.src), None, (depth, 0, op.seq), op, send_conn=(dst_rank, op.lane), pinned=op.send_channel)
+    if op.kind == "copy":
+        recv = _Ins(Op.RECV, dst_rank, None, _slice(op.dst), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
+    else:
+        recv = _Ins(Op.RECV_REDUCE_COPY, dst_rank, _slice(op.local), _slice(op.dst), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
+    return [send, recv]
+
+
+def _forwarding_pairs(ops: list[OpRecord], raw_preds: dict[int, set[int]]) -> dict[int, Counter[tuple[_Conn, _Conn]]]:
+    """Per rank, how often chunks received on one connection leave on another."""
+    by_seq = {op.seq: op for op in ops}
+    out: dict[int, Counter[tuple[_Conn, _Conn]]] = defaultdict(Counter)
+    for op in ops:
+        x = op.src[0]
+        if op.dst[0] == x or len(raw_preds[op.seq]) != 1:
+            continue
+        prev = by_seq[next(iter(raw_preds[op.seq]))]
+        if prev.dst == op.src and prev.src[0] != x and prev.lane == op.lane:
+            out[x][(prev.src[0], prev.lane), (op.dst[0], op.lane)] += 1
+    return out
+
+
+def _assign_channels(
+    rank: int,
+    items: list[_Ins],
+    pairs: Counter[tuple[_Conn, _Conn]],
+    preds_at: dict[int, list[int]],
+    placed: dict[tuple[int, int], _Ins],
+) -> list[_Chan]:
+    """Give every instruction of ``rank`` a channel; return the channels in id order."""
+    pinned: dict[int, _Chan] = {}
+    by_send: dict[_Conn, _Chan] = {}
+    by_recv: dict[_Conn, _Chan] = {}
+    # Pinned channels first: they fix which connections they own.
+    for ins in items:
+        if ins.pinned is None or (ins.send_conn is None and ins.recv_conn is None):
+            continue
+        ch = pinned.setdefault(ins.pinned, _Chan(None, None, ins.pinned))
+        for role, conn, table in (("sends to", ins.send_conn, by_send), ("receives from", ins.recv_conn, by_recv)):
+            if conn is None:
+                continue
+            attr = "send_conn" if table is by_send else "recv_conn"
+            current = getattr(ch, attr)
+            if current is not None and current != conn:
+                raise ProgramError(f"{ins.record.describe()}: channel {ins.pinned} of rank {rank} already {role} rank {current[0]} on lane {current[1]}")
+            owner = table.get(conn)
+            if owner is not None and owner is not ch:
+                raise ProgramError(f"{ins.record.describe()}: rank {rank} {role} rank {conn[0]} on lane {conn[1]} in channels {owner.pinned} and {ins.pinned}")
+            other = ch.recv_conn if table is by_send else ch.send_conn
+            if other is not None and other[1] != conn[1]:
+                raise ProgramError(f"{ins.record.describe()}: channel {ins.pinned} of rank {rank} would mix lanes {other[1]} and {conn[1]}")
+            setattr(ch, attr, conn)
+            table[conn] = ch
+    # Automatic channels: pair forwarding connections, most frequent pattern first.
+    auto: list[_Chan] = []
+    for (recv_conn, send_conn), _ in sorted(pairs.items(), key=lambda kv: -kv[1]):
+        if recv_conn in by_recv or send_conn in by_send:
+            continue
+        ch = _Chan(send_conn, recv_conn, None)
+        by_send[send_conn] = by_recv[recv_conn] = ch
+        auto.append(ch)
+    for ins in items:
+        if ins.send_conn is not None and ins.send_conn not in by_send:
+            by_send[ins.send_conn] = ch = _Chan(ins.send_conn, None, None)
+            auto.append(ch)
+        if ins.recv_conn is not None and ins.recv_conn not in by_recv:
+            by_recv[ins.recv_conn] = ch = _Chan(None, ins.recv_conn, None)
+            auto.append(ch)
+    # Place instructions (in key order, so a local op's predecessors are already placed).
+    for ins in items:
+        if ins.send_conn is not None:
+            ins.channel = by_send[ins.send_conn]
+        elif ins.recv_conn is not None:
+            ins.channel = by_recv[ins.recv_conn]
+        elif ins.pinned is not None:
+            ins.channel = pinned.setdefault(ins.pinned, _Chan(None, None, ins.pinned))
+        else:
+            before = [placed[p, rank] for p in preds_at.get(ins.record.seq, ())]
+            if before:
+                ins.channel = max(before, key=lambda i: i.key).channel
+            elif pinned or auto:
+                ins.channel = pinned[min(pinned)] if pinned else auto[0]
+            else:
+                ins.channel = _Chan(None, None, None)
+                auto.append(ins.channel)
+        ins.channel.items.append(ins)
+    chans = [c for _, c in sorted(pinned.items())] + sorted((c for c in auto if c.items), key=lambda c: c.items[0].key)
+    for k, ch in enumerate(chans):
+        ch.id = k
+    return chans
+
+
+def _fuse(chans: list[_Chan], placed: dict[tuple[int, int], _Ins], raw_preds: dict[int, set[int]]) -> None:
+    """Merge each receive with the send that immediately forwards exactly what it received."""
+    for ch in chans:
+        merged: list[_Ins] = []
+        for ins in ch.items:
+            prev = merged[-1] if merged else None
+            if (
+                prev is not None
+                and prev.op in (Op.RECV, Op.RECV_REDUCE_COPY)
+                and ins.op is Op.SEND
+                and ins.src == prev.dst
+                and raw_preds[ins.record.seq] == {prev.record.seq}
+            ):
+                prev.op = Op.RECV_COPY_SEND if prev.op is Op.RECV else Op.RECV_REDUCE_COPY_SEND
+                prev.send_conn = ins.send_conn
+                placed[ins.record.seq, ins.rank] = prev
+                continue
+            merged.append(ins)
+        ch.items = merged
+
+
+def _add_dependencies(hazards: list[tuple[int, int, int]], placed: dict[tuple[int, int], _Ins], chans: list[_Chan]) -> None:
+    """Turn conflicts between instructions on different channels into dependencies."""
+    position = {id(ins): k for ch in chans for k, ins in enumerate(ch.items)}
+    for p, s, rank in hazards:
+        before, after = placed[p, rank], placed[s, rank]
+        if before is after or before.channel is after.channel:
+            continue
+        cid = before.channel.id
+        after.deps[cid] = max(after.deps.get(cid, -1), position[id(before)])
+
+
+def _scratch_sizes(spec: CollectiveSpec, ops: list[OpRecord]) -> list[int]:
+    size = [0] * spec.nranks
+    for op in ops:
+        for ref in (op.src, op.dst, op.local):
+            if ref is not None and ref[1] is Buffer.SCRATCH:
+                size[ref[0]] = max(size[ref[0]], ref[2] + ref[3])
+    return size
+
+
+def _freeze(ch: _Chan) -> Channel:
+    send = ch.send_conn[0] if ch.send_conn else None
+    recv = ch.recv_conn[0] if ch.recv_conn else None
+    lanes = {c[1] for c in (ch.send_conn, ch.recv_conn) if c is not None}
+    if len(lanes) > 1:
+        raise ProgramError(f"channel {ch.id}: send and receive connections use different lanes {sorted(lanes)}")
+    instructions = tuple(Instruction(i.op, i.src, i.dst, tuple(Dependency(c, k) for c, k in sorted(i.deps.items()))) for i in ch.items)
+    return Channel(ch.id, send, recv, instructions, lanes.pop() if lanes else 0)

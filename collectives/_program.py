@@ -1,0 +1,219 @@
+"""The Program: synccl's one intermediate representation of a collective algorithm.
+
+A Program gives every rank a list of *channels* (MSCCL's thread blocks). A channel has at most
+one send peer and one receive peer and runs its instructions strictly in order; an instruction
+may also wait for instructions of other channels of the same rank (its ``deps``).
+Point-to-point traffic flows over *connections* ``(src, dst, lane)``, where ``lane`` is MSCCL's
+``chan`` attribute; on every connection the k-th send matches the k-th receive. Sends are
+buffered (eager): a send completes once its data is in the connection, and the receiver writes
+its destination when it executes the matching receive. This is the semantics of MSCCL's executor,
+so Programs map one-to-one onto MSCCL XML.
+
+Instruction semantics (``src`` and ``dst`` are slices of the executing rank's buffers)::
+
+    SEND                   send src to the channel's send peer
+    RECV                   dst := received
+    COPY                   dst := src
+    REDUCE                 dst := dst (+) src
+    RECV_COPY_SEND         dst := received; send dst on
+    RECV_REDUCE_COPY       dst := src (+) received
+    RECV_REDUCE_SEND       send src (+) received on (nothing written locally)
+    RECV_REDUCE_COPY_SEND  dst := src (+) received; send dst on
+    NOP                    nothing; waits for its deps
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from synccl.collectives._spec import Buffer, Collective, CollectiveSpec
+
+__all__ = ["Op", "Slice", "Dependency", "Instruction", "Channel", "RankProgram", "Program", "Protocol"]
+
+Protocol = Literal["Simple", "LL", "LL128"]
+
+
+class Op(str, Enum):
+    """Instruction opcodes (MSCCL step types ``s r cpy re rcs rrc rrs rrcs nop``)."""
+
+    SEND = "send"
+    RECV = "recv"
+    COPY = "copy"
+    REDUCE = "reduce"
+    RECV_COPY_SEND = "recv_copy_send"
+    RECV_REDUCE_COPY = "recv_reduce_copy"
+    RECV_REDUCE_SEND = "recv_reduce_send"
+    RECV_REDUCE_COPY_SEND = "recv_reduce_copy_send"
+    NOP = "nop"
+
+    @property
+    def receives(self) -> bool:
+        """Whether the op takes data from the channel's receive peer."""
+        return self in _RECEIVING
+
+    @property
+    def sends(self) -> bool:
+        """Whether the op hands data to the channel's send peer."""
+        return self in _SENDING
+
+    @property
+    def reads_src(self) -> bool:
+        """Whether the op reads its local ``src`` slice."""
+        return self in _READS_SRC
+
+    @property
+    def writes_dst(self) -> bool:
+        """Whether the op writes its local ``dst`` slice."""
+        return self in _WRITES_DST
+
+    @property
+    def reads_dst(self) -> bool:
+        """Whether the op reads ``dst`` before writing it (local reduce)."""
+        return self is Op.REDUCE
+
+    @property
+    def combines(self) -> bool:
+        """Whether the op reduces two operands."""
+        return self in (Op.REDUCE, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND)
+
+
+_RECEIVING = frozenset({Op.RECV, Op.RECV_COPY_SEND, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
+_SENDING = frozenset({Op.SEND, Op.RECV_COPY_SEND, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
+_READS_SRC = frozenset({Op.SEND, Op.COPY, Op.REDUCE, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
+_WRITES_DST = frozenset({Op.RECV, Op.COPY, Op.REDUCE, Op.RECV_COPY_SEND, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_COPY_SEND})
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """``count`` consecutive chunks of one buffer, starting at ``index``."""
+
+    buffer: Buffer
+    index: int
+    count: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.buffer.value}[{self.index}:{self.index + self.count}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """Wait for instruction ``instruction`` of channel ``channel`` on the same rank."""
+
+    channel: int
+    instruction: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """One step of a channel. ``src``/``dst`` are ``None`` where the op has no such operand."""
+
+    op: Op
+    src: Slice | None = None
+    dst: Slice | None = None
+    deps: tuple[Dependency, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """Chunks the instruction moves (0 for NOP)."""
+        operand = self.src or self.dst
+        return operand.count if operand is not None else 0
+
+    def __str__(self) -> str:
+        parts = [self.op.value]
+        if self.src is not None:
+            parts.append(f"src={self.src}")
+        if self.dst is not None:
+            parts.append(f"dst={self.dst}")
+        if self.deps:
+            parts.append("deps=" + ",".join(f"{d.channel}.{d.instruction}" for d in self.deps))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """An ordered instruction list with at most one send and one receive connection."""
+
+    id: int
+    send_peer: int | None
+    recv_peer: int | None
+    instructions: tuple[Instruction, ...]
+    lane: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RankProgram:
+    """What one rank runs: its channels and the scratch chunks it needs."""
+
+    rank: int
+    channels: tuple[Channel, ...]
+    scratch_chunks: int = 0
+
+    def channel(self, channel_id: int) -> Channel:
+        """The channel with id ``channel_id`` (ids are ``0..len(channels)-1``)."""
+        return self.channels[channel_id]
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A collective algorithm for every rank.
+
+    ``min_bytes``/``max_bytes`` state the message sizes the Program is meant for (MSCCL's
+    ``minBytes``/``maxBytes``; ``None`` means unbounded).
+
+    Examples
+    --------
+    >>> from synccl.collectives import library
+    >>> prog = library.build("ring", "all_gather", nranks=4)
+    >>> prog.nranks, prog.collective.value, prog.ranks[0].channels[0].send_peer
+    (4, 'all_gather', 1)
+    """
+
+    name: str
+    spec: CollectiveSpec
+    ranks: tuple[RankProgram, ...]
+    protocol: Protocol = "Simple"
+    min_bytes: int = 0
+    max_bytes: int | None = None
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def nranks(self) -> int:
+        """Number of ranks."""
+        return self.spec.nranks
+
+    @property
+    def collective(self) -> Collective:
+        """Which collective the Program implements."""
+        return self.spec.collective
+
+    def buffer_chunks(self, rank: int, buffer: Buffer) -> int:
+        """Size in chunks of ``rank``'s ``buffer`` (before in-place aliasing)."""
+        if buffer is Buffer.INPUT:
+            return self.spec.input_chunks
+        if buffer is Buffer.OUTPUT:
+            return self.spec.output_chunks
+        return self.ranks[rank].scratch_chunks
+
+    def instructions(self) -> Iterator[tuple[int, int, int, Instruction]]:
+        """Every instruction as ``(rank, channel, index, instruction)``."""
+        for rp in self.ranks:
+            for ch in rp.channels:
+                for i, ins in enumerate(ch.instructions):
+                    yield rp.rank, ch.id, i, ins
+
+    def num_instructions(self) -> int:
+        """Total instruction count over all ranks."""
+        return sum(len(ch.instructions) for rp in self.ranks for ch in rp.channels)
+
+    def describe(self) -> str:
+        """A multi-line listing of every rank's channels and instructions."""
+        lines = [f"program {self.name!r}: {self.spec.describe()}, protocol {self.protocol}"]
+        for rp in self.ranks:
+            lines.append(f"rank {rp.rank} (scratch {rp.scratch_chunks})")
+            for ch in rp.channels:
+                lines.append(f"  channel {ch.id} lane {ch.lane} send->{ch.send_peer} recv<-{ch.recv_peer}")
+                lines.extend(f"    {i}: {ins}" for i, ins in enumerate(ch.instructions))
+        return "\n".join(lines)
