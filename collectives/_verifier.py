@@ -162,6 +162,8 @@ def _instruction_problems(program: Program, rank: int, channel: int, index: int,
             yield f"{name} count must be >= 1, got {sl.count}"
         elif sl.index < 0 or sl.index + sl.count > size:
             yield f"{name} {sl} is out of bounds: {sl.buffer.value} has {size} chunks"
+    if ins.dst is not None and ins.dst.buffer is Buffer.INPUT and not program.spec.inplace and op.writes_dst:
+        yield f"{op.value} writes {ins.dst} but an out-of-place collective must leave its input buffer unchanged"
     if ins.src is not None and ins.dst is not None and ins.src.count != ins.dst.count:
         yield f"src {ins.src} and dst {ins.dst} differ in size"
     rp = program.ranks[rank]

@@ -1,0 +1,119 @@
+"""Ring algorithms: allgather, reduce-scatter and allreduce over k parallel rings.
+
+Ring ``j`` runs on lane ``j`` and moves chunk ``b * channels + j`` of every block ``b``; with
+``bidirectional=True`` odd rings turn the other way, which uses both directions of every link.
+Each ring step moves ``1/(n * channels)`` of the data, so allreduce takes ``2(n-1)`` steps and
+sends ``2(n-1)/n`` of the buffer per rank: bandwidth-optimal on a ring.
+"""
+
+from __future__ import annotations
+
+from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, program
+from synccl.collectives._program import Program
+from synccl.collectives._spec import Buffer, CollectiveSpec
+from synccl.collectives.library._registry import register
+from synccl.exceptions import CollectiveError
+
+__all__ = ["ring_all_gather", "ring_reduce_scatter", "ring_all_reduce"]
+
+
+def _order(nranks: int, ring: int, bidirectional: bool) -> list[int]:
+    """Rank order of ring ``ring``: forward, or backward for odd rings when bidirectional."""
+    forward = list(range(nranks))
+    return forward[::-1] if bidirectional and ring % 2 else forward
+
+
+def _check_channels(channels: int) -> None:
+    if not isinstance(channels, int) or channels < 1:
+        raise CollectiveError(f"ring: channels must be an integer >= 1, got {channels!r}")
+
+
+@register("ring", "all_gather", "k rings; n-1 steps, bandwidth-optimal on a ring")
+def ring_all_gather(nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False) -> Program:
+    """Ring allgather on ``channels`` parallel rings.
+
+    Every rank must call the collective; the input is not modified.
+
+    >>> ring_all_gather(4, channels=2).spec.chunk_factor
+    2
+    """
+    _check_channels(channels)
+    n, k = nranks, channels
+    spec = CollectiveSpec("all_gather", n, chunk_factor=k, inplace=inplace)
+    with program(f"ring_all_gather_n{n}_c{k}", spec) as p:
+        for j in range(k):
+            order = _order(n, j, bidirectional)
+            for pos, owner in enumerate(order):
+                c = chunk(owner, Buffer.INPUT, j)
+                if not inplace:
+                    c = c.copy(owner, Buffer.OUTPUT, owner * k + j)
+                for step in range(1, n):
+                    c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, owner * k + j, lane=j)
+    return p.program
+
+
+@register("ring", "reduce_scatter", "k rings; n-1 steps, bandwidth-optimal on a ring")
+def ring_reduce_scatter(nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False) -> Program:
+    """Ring reduce-scatter on ``channels`` parallel rings.
+
+    Partial sums travel around the ring and end, complete, at the rank that owns the block.
+    Out of place, intermediate partials live in scratch so the input stays untouched.
+
+    >>> ring_reduce_scatter(3).num_instructions()
+    9
+    """
+    _check_channels(channels)
+    n, k = nranks, channels
+    spec = CollectiveSpec("reduce_scatter", n, chunk_factor=k, inplace=inplace)
+    with program(f"ring_reduce_scatter_n{n}_c{k}", spec) as p:
+        for j in range(k):
+            order = _order(n, j, bidirectional)
+            for pos, owner in enumerate(order):
+                idx = owner * k + j
+                if n == 1:
+                    if not inplace:
+                        chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, j)
+                    continue
+                c = chunk(order[(pos + 1) % n], Buffer.INPUT, idx)
+                for step in range(2, n + 1):
+                    rank = order[(pos + step) % n]
+                    into = chunk(rank, Buffer.OUTPUT, j) if rank == owner else _partial(p, rank, idx, inplace)
+                    c = chunk(rank, Buffer.INPUT, idx).reduce(c, into=into, lane=j)
+    return p.program
+
+
+def _partial(p: ProgramBuilder, rank: int, idx: int, inplace: bool) -> ChunkRef:
+    """Where an intermediate partial sum lives: the input itself in place, else scratch."""
+    return p.ref(rank, Buffer.INPUT if inplace else Buffer.SCRATCH, idx)
+
+
+@register("ring", "all_reduce", "k rings; reduce-scatter then allgather, 2(n-1) steps")
+def ring_all_reduce(nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False) -> Program:
+    """Ring allreduce (reduce-scatter then allgather) on ``channels`` parallel rings.
+
+    Every rank must call the collective; out of place, the input is not modified.
+
+    >>> ring_all_reduce(4, inplace=True).ranks[0].channels[0].instructions[1].op.value
+    'recv_reduce_copy_send'
+    """
+    _check_channels(channels)
+    n, k = nranks, channels
+    spec = CollectiveSpec("all_reduce", n, chunk_factor=n * k, inplace=inplace)
+    with program(f"ring_all_reduce_n{n}_c{k}", spec) as p:
+        for j in range(k):
+            order = _order(n, j, bidirectional)
+            for pos, owner in enumerate(order):
+                idx = owner * k + j
+                if n == 1:
+                    if not inplace:
+                        chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, idx)
+                    continue
+                # Reduce-scatter: the partial starts after the owner and ends complete at the owner.
+                c = chunk(order[(pos + 1) % n], Buffer.INPUT, idx)
+                for step in range(2, n + 1):
+                    rank = order[(pos + step) % n]
+                    c = chunk(rank, Buffer.INPUT, idx).reduce(c, into=chunk(rank, Buffer.OUTPUT, idx), lane=j)
+                # Allgather: the owner passes the result around.
+                for step in range(1, n):
+                    c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, idx, lane=j)
+    return p.program

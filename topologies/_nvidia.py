@@ -1,0 +1,249 @@
+"""NVIDIA machines: DGX-1 (V100), DGX-2, DGX A100, DGX H100 and Azure NDv2.
+
+Figures come from the vendors' public documents, cited per builder. NVLink 2, 3 and 4 all
+carry 25 GB/s per link per direction, so a GPU pair with ``k`` links gets ``lanes=k`` and
+``25*k`` GB/s. The NVSwitch machines model their switch planes as one switch vertex
+``'nvswitch'``: the planes are non-blocking and every GPU spreads its links over all of
+them, so one logical switch with the GPU's total link count is exact for bandwidth.
+NICs are vertices ``'nic0'``, ``'nic1'``, ... carrying their port rate in the
+:data:`NIC_BANDWIDTH` attribute; :func:`synccl.topologies.multinode` joins them to a fabric.
+Latencies are typical measured values (see :mod:`synccl.topologies._nodes`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from synccl.exceptions import TopologyError
+from synccl.topologies._nodes import (
+    EDR_100G,
+    HDR_200G,
+    NDR_400G,
+    NVLINK_LANE,
+    NVLINK_LATENCY,
+    NVSWITCH_LATENCY,
+    PCIE_GEN3,
+    PCIE_GEN4,
+    PCIE_GEN5,
+    add_gpus,
+    add_nics,
+    add_switched,
+    spread,
+)
+from synccl.topologies._topology import LinkKind, Topology, TopologyBuilder
+
+__all__ = ["dgx1", "dgx2", "dgx_a100", "dgx_h100", "ndv2"]
+
+V100_HBM = 900.0  # GB/s, NVIDIA Tesla V100 SXM2 datasheet
+A100_40GB_HBM = 1555.0  # GB/s, NVIDIA A100 datasheet (A100 40GB SXM)
+A100_80GB_HBM = 2039.0  # GB/s, NVIDIA A100 datasheet (A100 80GB SXM)
+H100_HBM = 3350.0  # GB/s, NVIDIA H100 datasheet (H100 SXM5)
+
+# NVLink multiplicities of the DGX-1 with V100 ("hybrid cube-mesh"), as in the DGX1
+# topology of msccl-tools (msccl/topologies/nvidia.py, from SCCL): (0 1 2 3) and
+# (4 5 6 7) are the two CPU sockets' quads, 0-1-3-2 and 4-5-7-6 are the doubled chains,
+# and 0-4 and 2-6 the doubled links between the quads. Each row sums to 6, the link
+# count of a V100. `nvidia-smi topo -m` on a DGX-1 numbers the GPUs differently; the
+# graph it shows is isomorphic to this one.
+_DGX1_NVLINKS = (
+    # 0  1  2  3  4  5  6  7
+    (0, 2, 1, 1, 2, 0, 0, 0),
+    (2, 0, 1, 2, 0, 1, 0, 0),
+    (1, 1, 0, 2, 0, 0, 2, 0),
+    (1, 2, 2, 0, 0, 0, 0, 1),
+    (2, 0, 0, 0, 0, 2, 1, 1),
+    (0, 1, 0, 0, 2, 0, 1, 2),
+    (0, 0, 2, 0, 1, 1, 0, 2),
+    (0, 0, 0, 1, 1, 2, 2, 0),
+)
+
+
+def dgx1(*, nics: bool = False) -> Topology:
+    """NVIDIA DGX-1 with eight V100s in the NVLink hybrid cube-mesh.
+
+    Each V100 has six NVLink 2 links of 25 GB/s per direction; four GPU pairs per quad
+    and two pairs between the quads are doubled (lanes 2, 50 GB/s). Source: NVIDIA,
+    "NVIDIA DGX-1 With Tesla V100 System Architecture" white paper (WP-08437-002), and
+    the DGX1 link matrix of msccl-tools/SCCL. HBM2: 900 GB/s (V100 datasheet).
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the DGX-1's four 100 Gb/s EDR InfiniBand NICs, each shared by a GPU pair
+        (0-1, 2-3, 4-5, 6-7) over PCIe Gen3 x16. Off by default: the reference model of
+        SCCL, Blink and TACCL is NVLink only.
+
+    Returns
+    -------
+    Topology
+        Named ``'dgx1'``.
+
+    Examples
+    --------
+    >>> t = dgx1()
+    >>> t.link(0, 1).lanes, t.link(0, 2).lanes, t.has_link(0, 5)
+    (2, 1, False)
+    """
+    b = TopologyBuilder()
+    gpus = add_gpus(b, 8, memory_bandwidth=V100_HBM)
+    _hybrid_cube_mesh(b, gpus)
+    if nics:
+        add_nics(b, spread(gpus, 4), prefix="nic", nic_bandwidth=EDR_100G, pcie_bandwidth=PCIE_GEN3)
+    extra = ", 4x EDR IB NICs" if nics else ""
+    return b.build("dgx1", description=f"NVIDIA DGX-1 (8x V100, NVLink hybrid cube-mesh{extra}); DGX-1V white paper, SCCL DGX1 matrix")
+
+
+def ndv2(*, nics: bool = True) -> Topology:
+    """Azure NDv2: eight V100 32GB in the DGX-1 hybrid cube-mesh plus one EDR NIC.
+
+    Source: Microsoft Azure documentation, "NDv2-series" (8 NVIDIA V100 SXM2 32GB
+    interconnected by NVLink, one 100 Gb/s EDR InfiniBand connection per VM). The NVLink
+    wiring is that of :func:`dgx1`.
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the VM's one 100 Gb/s InfiniBand NIC, reached by every GPU over PCIe Gen3 x16
+        (so GPU -> NIC -> GPU paths exist, as PCIe peer-to-peer does in the machine).
+
+    Returns
+    -------
+    Topology
+        Named ``'ndv2'``.
+
+    Examples
+    --------
+    >>> t = ndv2()
+    >>> t.switches, t.link(3, "nic0").kind.value
+    (('nic0',), 'pcie')
+    """
+    b = TopologyBuilder()
+    gpus = add_gpus(b, 8, memory_bandwidth=V100_HBM)
+    _hybrid_cube_mesh(b, gpus)
+    if nics:
+        add_nics(b, [gpus], prefix="nic", nic_bandwidth=EDR_100G, pcie_bandwidth=PCIE_GEN3)
+    return b.build("ndv2", description="Azure NDv2 (8x V100 32GB, NVLink hybrid cube-mesh, 1x EDR IB); Azure NDv2-series docs")
+
+
+def dgx2(*, nics: bool = True) -> Topology:
+    """NVIDIA DGX-2: sixteen V100 32GB on twelve NVSwitches.
+
+    Each V100 sends its six NVLink 2 links to the six NVSwitches of its baseboard, and
+    the two baseboards' switches are joined for a 2.4 TB/s bisection, so every GPU gets
+    150 GB/s per direction to any other. Modeled as one switch vertex ``'nvswitch'`` with
+    a 6-lane, 150 GB/s link per GPU. Source: NVIDIA, "NVIDIA DGX-2 System Architecture"
+    white paper and DGX-2 datasheet (eight 100 Gb/s EDR InfiniBand / 100 GbE ports).
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the eight 100 Gb/s NICs, each shared by a GPU pair over PCIe Gen3 x16.
+
+    Returns
+    -------
+    Topology
+        Named ``'dgx2'``.
+
+    Examples
+    --------
+    >>> t = dgx2()
+    >>> t.nranks, t.link(5, "nvswitch").bandwidth
+    (16, 150.0)
+    """
+    b = TopologyBuilder()
+    gpus = add_gpus(b, 16, memory_bandwidth=V100_HBM)
+    add_switched(b, gpus, "nvswitch", lanes=6, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
+    if nics:
+        add_nics(b, spread(gpus, 8), prefix="nic", nic_bandwidth=EDR_100G, pcie_bandwidth=PCIE_GEN3)
+    return b.build("dgx2", description="NVIDIA DGX-2 (16x V100, 12 NVSwitches, 150 GB/s per GPU); DGX-2 white paper")
+
+
+def dgx_a100(*, nics: bool = True, memory: Literal["40gb", "80gb"] = "40gb") -> Topology:
+    """NVIDIA DGX A100: eight A100s on six NVSwitches, eight HDR NICs.
+
+    Each A100 has twelve NVLink 3 links (25 GB/s per direction each, 300 GB/s in all),
+    two to each of the six NVSwitches. The eight compute-fabric NICs are single-port
+    ConnectX-6 HDR 200 Gb/s (25 GB/s); NIC ``i`` sits behind the same PCIe Gen4 switch
+    as GPU ``i``. Source: NVIDIA, "NVIDIA DGX A100 System Architecture" white paper
+    (WP-10083-001) and A100 datasheet (HBM2 1555 GB/s for 40GB, HBM2e 2039 GB/s for 80GB).
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the eight compute NICs (``'nic0'`` .. ``'nic7'``), NIC ``i`` linked to GPU ``i``.
+    memory : {'40gb', '80gb'}, optional
+        The A100 variant, which sets each rank's memory bandwidth.
+
+    Returns
+    -------
+    Topology
+        Named ``'dgx-a100'``.
+
+    Raises
+    ------
+    TopologyError
+        If ``memory`` is not ``'40gb'`` or ``'80gb'``.
+
+    Examples
+    --------
+    >>> t = dgx_a100()
+    >>> t.link(0, "nvswitch").bandwidth, t.link(0, "nic0").bandwidth
+    (300.0, 31.5)
+    """
+    hbm = {"40gb": A100_40GB_HBM, "80gb": A100_80GB_HBM}
+    if memory not in hbm:
+        raise TopologyError(f"dgx_a100: memory must be '40gb' or '80gb', got {memory!r}")
+    b = TopologyBuilder()
+    gpus = add_gpus(b, 8, memory_bandwidth=hbm[memory])
+    add_switched(b, gpus, "nvswitch", lanes=12, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
+    if nics:
+        add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=HDR_200G, pcie_bandwidth=PCIE_GEN4)
+    return b.build("dgx-a100", description=f"NVIDIA DGX A100 (8x A100 {memory}, 6 NVSwitches, 8x HDR 200G NICs); DGX A100 white paper")
+
+
+def dgx_h100(*, nics: bool = True) -> Topology:
+    """NVIDIA DGX H100: eight H100 SXM5 on four NVSwitches, eight NDR NICs.
+
+    Each H100 has eighteen NVLink 4 links (25 GB/s per direction each, 450 GB/s in all,
+    900 GB/s bidirectional) spread over the four NVSwitches. The eight compute NICs are
+    ConnectX-7 400 Gb/s (50 GB/s), NIC ``i`` next to GPU ``i`` on PCIe Gen5. Source:
+    NVIDIA, "NVIDIA H100 Tensor Core GPU Architecture" white paper and DGX H100 user
+    guide / datasheet (HBM3 3.35 TB/s per GPU).
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the eight compute NICs, NIC ``i`` linked to GPU ``i``.
+
+    Returns
+    -------
+    Topology
+        Named ``'dgx-h100'``.
+
+    Examples
+    --------
+    >>> t = dgx_h100()
+    >>> t.link(7, "nvswitch").lanes, t.memory_bandwidth(0)
+    (18, 3350.0)
+    """
+    b = TopologyBuilder()
+    gpus = add_gpus(b, 8, memory_bandwidth=H100_HBM)
+    add_switched(b, gpus, "nvswitch", lanes=18, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
+    if nics:
+        add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=NDR_400G, pcie_bandwidth=PCIE_GEN5)
+    return b.build("dgx-h100", description="NVIDIA DGX H100 (8x H100 SXM5, 4 NVSwitches, 8x ConnectX-7 400G NICs); H100 white paper")
+
+
+def _hybrid_cube_mesh(b: TopologyBuilder, gpus: list[int]) -> None:
+    for i, row in enumerate(_DGX1_NVLINKS):
+        for j, lanes in enumerate(row):
+            if lanes:
+                b.add_link(
+                    gpus[i],
+                    gpus[j],
+                    bandwidth=lanes * NVLINK_LANE,
+                    latency=NVLINK_LATENCY,
+                    kind=LinkKind.NVLINK,
+                    lanes=lanes,
+                    bidirectional=False,
+                )
