@@ -3,6 +3,7 @@
 from synccl.collectives._algorithm import Algorithm, Step, Transfer, chunk_destinations, chunk_sources
 from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, current_program, program
 from synccl.collectives._execution import Connection, Event, Schedule, schedule
+from synccl.collectives._oracle import REDUCE_OPS, ReduceOp, expected_outputs, reduce_arrays
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec, Contribution, parse_collective
 from synccl.collectives._transform import replicate
@@ -10,6 +11,10 @@ from synccl.collectives._verifier import VerificationReport, check, verify
 
 __all__ = [
     "Algorithm",
+    "REDUCE_OPS",
+    "ReduceOp",
+    "expected_outputs",
+    "reduce_arrays",
     "ChunkRef",
     "ProgramBuilder",
     "Step",

@@ -54,10 +54,9 @@ def verify(program: Program) -> VerificationReport:
     >>> verify(library.build("ring", "all_reduce", nranks=4)).messages
     24
     """
-    violations = check(program)
+    violations, sched = _run_checks(program)
     if violations:
         raise VerificationError(program.name, violations)
-    sched = schedule(program)
     return VerificationReport(
         program=program.name,
         collective=program.collective.value,
@@ -69,18 +68,25 @@ def verify(program: Program) -> VerificationReport:
 
 
 def check(program: Program) -> list[Violation]:
-    """Every violation found (empty when the Program is correct); never raises on bad Programs."""
+    """Every violation found (empty when the Program is correct); never raises on bad Programs.
+
+    >>> from synccl.collectives import library
+    >>> check(library.build("ring", "all_gather", 3))
+    []
+    """
+    return _run_checks(program)[0]
+
+
+def _run_checks(program: Program) -> tuple[list[Violation], Schedule | None]:
     violations = _check_structure(program)
     if violations:
-        return violations
+        return violations, None
     sched = schedule(program)
-    violations = _check_progress(program, sched)
-    if violations:
-        return violations
-    violations = _check_races(program, sched)
-    if violations:
-        return violations
-    return _check_postcondition(program, sched)
+    for stage in (_check_progress, _check_races, _check_postcondition):
+        violations = stage(program, sched)
+        if violations:
+            return violations, sched
+    return [], sched
 
 
 # -- 1. structure ------------------------------------------------------------------------------

@@ -1,1 +1,20 @@
-"""(filled in below)"""
+"""Simulation: time a Program on a Topology with an event-driven, max-min fair flow model."""
+
+from synccl.sim._engine import simulate
+from synccl.sim._fairness import max_min_rates
+from synccl.sim._result import LinkUsage, SimResult, busbw_factor
+from synccl.sim._routing import Route, routes
+from synccl.sim._sweep import compare, size_range, sweep
+
+__all__ = [
+    "LinkUsage",
+    "Route",
+    "SimResult",
+    "busbw_factor",
+    "compare",
+    "max_min_rates",
+    "routes",
+    "simulate",
+    "size_range",
+    "sweep",
+]

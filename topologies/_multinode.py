@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from synccl.exceptions import TopologyError
+from synccl.topologies._generic import MAX_RANKS
 from synccl.topologies._nodes import HDR_200G, NETWORK_LATENCY, NIC_BANDWIDTH, PCIE_GEN4, add_nics, natural_key, spread
 from synccl.topologies._topology import HOST, MEMORY_BANDWIDTH, VERTEX_KIND, LinkKind, Topology, TopologyBuilder, VertexKind
 
@@ -155,6 +156,8 @@ def _check_options(
         raise TopologyError(f"multinode: node {base.name!r} must span one host, it spans {base.nhosts}")
     if not isinstance(nnodes, int) or isinstance(nnodes, bool) or nnodes < 1:
         raise TopologyError(f"multinode: nnodes must be an integer >= 1, got {nnodes!r}")
+    if nnodes * base.nranks > MAX_RANKS:
+        raise TopologyError(f"multinode: at most {MAX_RANKS} ranks, got {nnodes} nodes of {base.nranks}")
     if fabric not in _FABRICS:
         raise TopologyError(f"multinode: fabric must be 'rail' or 'fat-tree', got {fabric!r}")
     if not _positive(oversubscription) or oversubscription < 1:
