@@ -1,0 +1,60 @@
+"""``synccl verify FILE``: run a DSL program file and verify every Program it builds."""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+from pathlib import Path
+
+from synccl.cli._format import print_json
+from synccl.collectives import Program, ProgramBuilder, check
+from synccl.exceptions import ProgramError, VerificationError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ver = sub.add_parser("verify", help="verify the Programs a DSL file builds")
+    ver.add_argument("file", help="a Python file that builds Programs at module level (e.g. 'with program(...) as p:')")
+    ver.add_argument("--json", action="store_true", help="print JSON")
+    ver.set_defaults(func=_run)
+
+
+def load_programs(path: str | Path) -> list[Program]:
+    """Run the DSL file ``path`` and return the Programs it leaves at module level.
+
+    A module-level :class:`Program`, or a ``with program(...) as p`` builder, counts. The DSL
+    verifies on leaving the block, so use ``program(..., check=False)`` to have this command
+    report the violations instead of stopping at the first failing block.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProgramError(f"verify: no such file {str(path)!r}")
+    namespace = runpy.run_path(str(path), run_name="__synccl_program__")
+    found: list[Program] = []
+    for value in namespace.values():
+        if isinstance(value, Program):
+            found.append(value)
+        elif isinstance(value, ProgramBuilder):
+            found.append(value.program)
+    if not found:
+        raise ProgramError(f"verify: {str(path)!r} builds no Program at module level (use 'with program(name, spec) as p:')")
+    return found
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        programs = load_programs(args.file)
+    except VerificationError as err:
+        if args.json:
+            print_json([{"program": err.program_name, "ok": False, "violations": [str(v) for v in err.violations]}])
+            return 1
+        raise
+    results = [(prog, check(prog)) for prog in programs]
+    if args.json:
+        print_json([{"program": p.name, "collective": p.collective.value, "nranks": p.nranks, "ok": not v, "violations": [str(x) for x in v]} for p, v in results])
+    else:
+        for prog, violations in results:
+            status = "ok" if not violations else f"FAILED ({len(violations)} violation(s))"
+            print(f"{prog.name}: {prog.spec.describe()}: {status}")
+            for v in violations:
+                print(f"  {v}")
+    return 0 if all(not v for _, v in results) else 1
