@@ -83,7 +83,7 @@ def schedule(program: Program) -> Schedule:
     >>> from synccl.collectives import library
     >>> s = schedule(library.build("ring", "all_gather", nranks=3))
     >>> s.complete, len(s.events)
-    (True, 6)
+    (True, 12)
     """
     channels = [(rp.rank, ch) for rp in program.ranks for ch in rp.channels]
     position = [0] * len(channels)

@@ -22,7 +22,7 @@ Tree = dict[int, int | None]
 
 
 def binomial_tree(nranks: int, root: int = 0) -> Tree:
-    """The binomial tree rooted at ``root`` (relative rank v's parent clears v's highest set bit).
+    """The binomial tree rooted at ``root``, as MPICH builds it: relative rank v's parent clears v's lowest set bit.
 
     >>> binomial_tree(4)
     {0: None, 1: 0, 2: 0, 3: 2}
@@ -30,7 +30,7 @@ def binomial_tree(nranks: int, root: int = 0) -> Tree:
     tree: Tree = {}
     for r in range(nranks):
         v = (r - root) % nranks
-        tree[r] = None if v == 0 else ((v - (1 << (v.bit_length() - 1))) + root) % nranks
+        tree[r] = None if v == 0 else ((v & (v - 1)) + root) % nranks
     return tree
 
 
