@@ -87,7 +87,10 @@ def mi250(*, nics: bool = True) -> Topology:
         b.add_link(gcds[u], gcds[v], bandwidth=lanes * _MI250_LINK, latency=XGMI_LATENCY, kind=LinkKind.XGMI, lanes=lanes)
     if nics:
         add_nics(b, spread(gcds, 4), prefix="nic", nic_bandwidth=HDR_200G, pcie_bandwidth=PCIE_GEN4)
-    return b.build("mi250", description="AMD 4x MI250 node (8 GCDs, xGMI 50 GB/s per link); CDNA 2 white paper, OLCF Frontier guide")
+    extra = ", 4x 200G NICs" if nics else ""
+    return b.build(
+        "mi250", description=f"AMD 4x MI250 node (8 GCDs, xGMI 50 GB/s per link{extra}); CDNA 2 white paper, OLCF Frontier guide"
+    )
 
 
 def mi300x(*, nics: bool = True) -> Topology:
@@ -120,4 +123,5 @@ def mi300x(*, nics: bool = True) -> Topology:
         b.add_link(u, v, bandwidth=_MI300X_LINK, latency=XGMI_LATENCY, kind=LinkKind.XGMI)
     if nics:
         add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=NDR_400G, pcie_bandwidth=PCIE_GEN5)
-    return b.build("mi300x", description="AMD 8x MI300X (xGMI full mesh, 64 GB/s per link per direction); MI300X data sheet")
+    extra = ", 8x 400G NICs" if nics else ""
+    return b.build("mi300x", description=f"AMD 8x MI300X (xGMI full mesh, 64 GB/s per link per direction{extra}); MI300X data sheet")

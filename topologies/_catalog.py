@@ -95,7 +95,13 @@ def _families() -> dict[str, _Family]:
     entries = [
         ("ring", "ring:N", "bidirectional ring of N ranks", "ring:8", _counted(ring, "rank count")),
         ("line", "line:N", "line (chain) of N ranks", "line:4", _counted(line, "rank count")),
-        ("fully-connected", "fully-connected:N", "direct link between every pair of N ranks (alias fc:N)", "fc:4", _counted(fully_connected, "rank count")),
+        (
+            "fully-connected",
+            "fully-connected:N",
+            "direct link between every pair of N ranks (alias fc:N)",
+            "fc:4",
+            _counted(fully_connected, "rank count"),
+        ),
         ("star", "star:N", "N ranks on one switch", "star:8", _counted(star, "rank count")),
         ("torus2d", "torus2d:XxY", "2-D torus", "torus2d:4x4", _dimensioned(torus2d, 2)),
         ("torus3d", "torus3d:XxYxZ", "3-D torus", "torus3d:2x2x2", _dimensioned(torus3d, 3)),

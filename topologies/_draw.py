@@ -18,7 +18,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from synccl.topologies._topology import LinkKind, Topology, VertexKind
+from synccl.topologies._topology import VERTEX_KIND, LinkKind, Topology, VertexKind
 
 __all__ = ["draw_topology"]
 
@@ -86,7 +86,7 @@ def draw_topology(topo: Topology, path: str | os.PathLike[str], *, title: str | 
 
     marker_size = 300 if graph.number_of_nodes() <= _LABEL_LIMIT else 40
     for vkind, (marker, color) in _VERTEX_STYLE.items():
-        members = [v for v in graph if graph.nodes[v]["vertex_kind"] is vkind]
+        members = [v for v in graph if graph.nodes[v][VERTEX_KIND] is vkind]
         if members:
             xs, ys = zip(*(pos[v] for v in members), strict=True)
             ax.scatter(xs, ys, s=marker_size, marker=marker, c=color, edgecolors="black", linewidths=0.8, zorder=2)
@@ -94,8 +94,10 @@ def draw_topology(topo: Topology, path: str | os.PathLike[str], *, title: str | 
         for v, (x, y) in pos.items():
             ax.text(x, y, str(v), ha="center", va="center", fontsize=7, zorder=3)
 
-    handles = [Line2D([], [], color=_KIND_COLORS[k], linewidth=3, label=k.value) for k in LinkKind if any(p[1] is k for p in pairs.values())]
-    present = {graph.nodes[v]["vertex_kind"] for v in graph}
+    handles = [
+        Line2D([], [], color=_KIND_COLORS[k], linewidth=3, label=k.value) for k in LinkKind if any(p[1] is k for p in pairs.values())
+    ]
+    present = {graph.nodes[v][VERTEX_KIND] for v in graph}
     handles += [
         Line2D([], [], marker=marker, color="black", markerfacecolor=color, linestyle="", markersize=9, label=vkind.value)
         for vkind, (marker, color) in _VERTEX_STYLE.items()

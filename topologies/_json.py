@@ -80,7 +80,14 @@ def to_dict(topo: Topology) -> dict[str, Any]:
         entry = {"name": s, "kind": data[VERTEX_KIND].value, "host": data.get(HOST)}
         switches.append(_with_attrs(entry, s, data))
     links = [
-        {"src": link.src, "dst": link.dst, "bandwidth": link.bandwidth, "latency": link.latency, "kind": link.kind.value, "lanes": link.lanes}
+        {
+            "src": link.src,
+            "dst": link.dst,
+            "bandwidth": link.bandwidth,
+            "latency": link.latency,
+            "kind": link.kind.value,
+            "lanes": link.lanes,
+        }
         for link in topo.links()
     ]
     return {
@@ -268,11 +275,11 @@ class _Reader:
             b.add_rank(**attrs)
         names = set()
         for i, item in enumerate(switches):
-            name, attrs = self.switch(item, f"switches[{i}]")
-            if name in names:
-                raise self.fail(f"switches[{i}].name", "a name not used before", name)
-            names.add(name)
-            b.add_switch(name, **attrs)
+            switch, attrs = self.switch(item, f"switches[{i}]")
+            if switch in names:
+                raise self.fail(f"switches[{i}].name", "a name not used before", switch)
+            names.add(switch)
+            b.add_switch(switch, **attrs)
         seen: dict[tuple[int | str, int | str], int] = {}
         for i, item in enumerate(links):
             src, dst, attrs = self.link(item, f"links[{i}]", len(ranks), names)

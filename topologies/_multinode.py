@@ -139,7 +139,8 @@ def multinode(
                 b.add_link(leaf, "spine", bandwidth=uplink, latency=latency, kind=kind, lanes=lanes)
 
     how = "rail-only fabric" if fabric == "rail" else f"fat tree, oversubscription {oversubscription:g}"
-    description = f"{nnodes}x [{base.description or base.name}], {nic_count} NICs per node, {how}"
+    nics = f"{nic_count} NIC{'s' if nic_count != 1 else ''} per node"
+    description = f"{nnodes}x [{base.description or base.name}], {nics}, {how}"
     return b.build(name or f"{base.name}x{nnodes}", description=description)
 
 

@@ -122,7 +122,8 @@ def ndv2(*, nics: bool = True) -> Topology:
     _hybrid_cube_mesh(b, gpus)
     if nics:
         add_nics(b, [gpus], prefix="nic", nic_bandwidth=EDR_100G, pcie_bandwidth=PCIE_GEN3)
-    return b.build("ndv2", description="Azure NDv2 (8x V100 32GB, NVLink hybrid cube-mesh, 1x EDR IB); Azure NDv2-series docs")
+    extra = ", 1x EDR IB NIC" if nics else ""
+    return b.build("ndv2", description=f"Azure NDv2 (8x V100 32GB, NVLink hybrid cube-mesh{extra}); Azure NDv2-series docs")
 
 
 def dgx2(*, nics: bool = True) -> Topology:
@@ -155,7 +156,8 @@ def dgx2(*, nics: bool = True) -> Topology:
     add_switched(b, gpus, "nvswitch", lanes=6, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
     if nics:
         add_nics(b, spread(gpus, 8), prefix="nic", nic_bandwidth=EDR_100G, pcie_bandwidth=PCIE_GEN3)
-    return b.build("dgx2", description="NVIDIA DGX-2 (16x V100, 12 NVSwitches, 150 GB/s per GPU); DGX-2 white paper")
+    extra = ", 8x EDR IB NICs" if nics else ""
+    return b.build("dgx2", description=f"NVIDIA DGX-2 (16x V100, 12 NVSwitches, 150 GB/s per GPU{extra}); DGX-2 white paper")
 
 
 def dgx_a100(*, nics: bool = True, memory: Literal["40gb", "80gb"] = "40gb") -> Topology:
@@ -198,7 +200,8 @@ def dgx_a100(*, nics: bool = True, memory: Literal["40gb", "80gb"] = "40gb") -> 
     add_switched(b, gpus, "nvswitch", lanes=12, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
     if nics:
         add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=HDR_200G, pcie_bandwidth=PCIE_GEN4)
-    return b.build("dgx-a100", description=f"NVIDIA DGX A100 (8x A100 {memory}, 6 NVSwitches, 8x HDR 200G NICs); DGX A100 white paper")
+    extra = ", 8x HDR 200G NICs" if nics else ""
+    return b.build("dgx-a100", description=f"NVIDIA DGX A100 (8x A100 {memory}, 6 NVSwitches{extra}); DGX A100 white paper")
 
 
 def dgx_h100(*, nics: bool = True) -> Topology:
@@ -231,7 +234,8 @@ def dgx_h100(*, nics: bool = True) -> Topology:
     add_switched(b, gpus, "nvswitch", lanes=18, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
     if nics:
         add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=NDR_400G, pcie_bandwidth=PCIE_GEN5)
-    return b.build("dgx-h100", description="NVIDIA DGX H100 (8x H100 SXM5, 4 NVSwitches, 8x ConnectX-7 400G NICs); H100 white paper")
+    extra = ", 8x ConnectX-7 400G NICs" if nics else ""
+    return b.build("dgx-h100", description=f"NVIDIA DGX H100 (8x H100 SXM5, 4 NVSwitches{extra}); H100 white paper")
 
 
 def _hybrid_cube_mesh(b: TopologyBuilder, gpus: list[int]) -> None:

@@ -185,8 +185,8 @@ def _read(text: str) -> _Matrix:
         matrix.entries[label] = tokens[1 : len(labels) + 1]
         matrix.extras[label] = dict(zip(trailing, tokens[len(labels) + 1 :], strict=False))
         matrix.line_of[label] = number
-        for col, token in zip(labels, matrix.entries[label], strict=True):
-            _check_entry(number, label, col, token)
+        for col, entry in zip(labels, matrix.entries[label], strict=True):
+            _check_entry(number, label, col, entry)
     _check_symmetric(matrix)
     matrix.nic_names = _nic_legend(lines[start + len(labels) + 1 :])
     return matrix
@@ -215,12 +215,12 @@ def _header(tokens: list[str], number: int) -> tuple[list[str], list[str]]:
     return labels, trailing
 
 
-def _check_entry(number: int, row: str, col: str, token: str) -> None:
+def _check_entry(number: int, row: str, col: str, entry: str) -> None:
     if row == col:
-        if token != "X":
-            raise _error(f"line {number}: row {row!r}, column {col!r}: expected 'X' on the diagonal, got {token!r}")
-    elif token not in _PCIE_LEVEL and _NV.match(token) is None:
-        raise _error(f"line {number}: row {row!r}, column {col!r}: unknown entry {token!r} (expected NV#, PIX, PXB, PHB, NODE or SYS)")
+        if entry != "X":
+            raise _error(f"line {number}: row {row!r}, column {col!r}: expected 'X' on the diagonal, got {entry!r}")
+    elif entry not in _PCIE_LEVEL and _NV.match(entry) is None:
+        raise _error(f"line {number}: row {row!r}, column {col!r}: unknown entry {entry!r} (expected NV#, PIX, PXB, PHB, NODE or SYS)")
 
 
 def _check_symmetric(matrix: _Matrix) -> None:

@@ -49,7 +49,7 @@ MEMORY_BANDWIDTH = "memory_bandwidth"  # GB/s of a rank's local copies and reduc
 DEFAULT_MEMORY_BANDWIDTH = 100.0
 
 
-class LinkKind(str, Enum):
+class LinkKind(str, Enum):  # noqa: UP042 - StrEnum would change str() of a public type
     """The physical kind of a link."""
 
     NVLINK = "nvlink"
@@ -61,7 +61,7 @@ class LinkKind(str, Enum):
     SHM = "shm"
 
 
-class VertexKind(str, Enum):
+class VertexKind(str, Enum):  # noqa: UP042 - StrEnum would change str() of a public type
     """What a vertex of the topology is."""
 
     RANK = "rank"
