@@ -129,13 +129,21 @@ def _check_inputs(program: Program, topology: Topology, size_bytes: int) -> None
     for pos, rp in enumerate(program.ranks):
         if rp.rank != pos:
             raise ProgramError(f"simulate: program {program.name!r} lists rank {rp.rank!r} at position {pos}")
+        ends: set[tuple[str, int, int]] = set()
         for cpos, ch in enumerate(rp.channels):
             where = f"simulate: program {program.name!r} rank {pos} channel {ch.id!r}"
             if ch.id != cpos:
                 raise ProgramError(f"{where}: channel ids must be 0..{len(rp.channels) - 1} in order")
-            for peer in (ch.send_peer, ch.recv_peer):
-                if peer is not None and (not isinstance(peer, int) or not 0 <= peer < n or peer == pos):
-                    raise ProgramError(f"{where}: peer {peer!r} is not another rank of 0..{n - 1}")
+            for role, peer in (("send", ch.send_peer), ("recv", ch.recv_peer)):
+                if peer is None:
+                    continue
+                if not isinstance(peer, int) or not 0 <= peer < n or peer == pos:
+                    raise ProgramError(f"{where}: {role} peer {peer!r} is not another rank of 0..{n - 1}")
+                if (role, peer, ch.lane) in ends:
+                    raise ProgramError(
+                        f"{where}: a second channel to {role} with rank {peer} on lane {ch.lane}; a connection has one channel per end"
+                    )
+                ends.add((role, peer, ch.lane))
             for index, ins in enumerate(ch.instructions):
                 if ins.op.sends and ch.send_peer is None:
                     raise ProgramError(f"{where} instruction {index}: {ins.op.value} sends but the channel has no send peer")
@@ -383,4 +391,6 @@ class _Engine:
         for conn, (src, dst, lane) in self.conn_names.items():
             left = self.arrived[conn] - self.consumed[conn]
             if left:
-                raise ProgramError(f"simulate: program {name!r}: {left} message(s) from rank {src} to rank {dst} on lane {lane} are never received")
+                raise ProgramError(
+                    f"simulate: program {name!r}: {left} message(s) from rank {src} to rank {dst} on lane {lane} are never received"
+                )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import heapq
 from collections.abc import Mapping, Sequence
 
 from synccl.exceptions import TopologyError
@@ -55,12 +55,19 @@ def max_min_rates(routes: Sequence[Sequence[int]], capacity: Mapping[int, float]
     count = {link: len(flows) for link, flows in users.items()}
     rates = [0.0] * len(routes)
     frozen = [False] * len(routes)
-    while count:
-        bottleneck, share = -1, math.inf
-        for link, n in count.items():
-            s = left[link] / n
-            if s < share:
-                bottleneck, share = link, s
+    # Fair shares only grow as flows freeze (each freezes at the smallest share), so a heap
+    # with lazily refreshed entries always pops the current bottleneck.
+    heap = [(left[link] / n, link) for link, n in count.items()]
+    heapq.heapify(heap)
+    while heap:
+        share, bottleneck = heapq.heappop(heap)
+        n = count.get(bottleneck)
+        if n is None:
+            continue
+        current = left[bottleneck] / n
+        if current != share:
+            heapq.heappush(heap, (current, bottleneck))
+            continue
         share = max(share, 0.0)
         for flow in users[bottleneck]:
             if frozen[flow]:

@@ -35,7 +35,9 @@ class Route:
     latency: float
 
 
-def routes(topology: Topology, pairs: Iterable[tuple[int, int]], *, message_bytes: float, op: str = "route") -> dict[tuple[int, int], Route]:
+def routes(
+    topology: Topology, pairs: Iterable[tuple[int, int]], *, message_bytes: float, op: str = "route"
+) -> dict[tuple[int, int], Route]:
     """Shortest routes for the given rank pairs, one Dijkstra per distinct source.
 
     Parameters
