@@ -8,7 +8,9 @@ sends ``2(n-1)/n`` of the buffer per rank: bandwidth-optimal on a ring.
 
 from __future__ import annotations
 
-from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, program
+from collections.abc import Callable
+
+from synccl.collectives._dsl import ChunkRef, chunk, program
 from synccl.collectives._program import Program
 from synccl.collectives._spec import Buffer, CollectiveSpec
 from synccl.collectives.library._registry import register
@@ -23,9 +25,31 @@ def _order(nranks: int, ring: int, bidirectional: bool) -> list[int]:
     return forward[::-1] if bidirectional and ring % 2 else forward
 
 
-def _check_channels(channels: int) -> None:
+def _reduce_around(order: list[int], pos: int, idx: int, lane: int, place: Callable[[int], ChunkRef]) -> ChunkRef:
+    """Reduce chunk ``idx`` around the ring: start after ``order[pos]``, end complete at it.
+
+    ``place(rank)`` says where each rank keeps its partial sum.
+    """
+    n = len(order)
+    c = chunk(order[(pos + 1) % n], Buffer.INPUT, idx)
+    for step in range(2, n + 1):
+        rank = order[(pos + step) % n]
+        c = chunk(rank, Buffer.INPUT, idx).reduce(c, into=place(rank), lane=lane)
+    return c
+
+
+def _pass_around(c: ChunkRef, order: list[int], pos: int, idx: int, lane: int) -> None:
+    """Send ``c`` from ``order[pos]`` once around the ring into every other rank's ``output[idx]``."""
+    n = len(order)
+    for step in range(1, n):
+        c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, idx, lane=lane)
+
+
+def _check_channels(channels: int, bidirectional: bool) -> None:
     if not isinstance(channels, int) or channels < 1:
         raise CollectiveError(f"ring: channels must be an integer >= 1, got {channels!r}")
+    if bidirectional and channels < 2:
+        raise CollectiveError(f"ring: bidirectional=True turns every odd ring around, so it needs channels >= 2, got {channels}")
 
 
 @register("ring", "all_gather", "k rings; n-1 steps, bandwidth-optimal on a ring")
@@ -37,7 +61,7 @@ def ring_all_gather(nranks: int, *, channels: int = 1, bidirectional: bool = Fal
     >>> ring_all_gather(4, channels=2).spec.chunk_factor
     2
     """
-    _check_channels(channels)
+    _check_channels(channels, bidirectional)
     n, k = nranks, channels
     spec = CollectiveSpec("all_gather", n, chunk_factor=k, inplace=inplace)
     with program(f"ring_all_gather_n{n}_c{k}", spec) as p:
@@ -47,8 +71,7 @@ def ring_all_gather(nranks: int, *, channels: int = 1, bidirectional: bool = Fal
                 c = chunk(owner, Buffer.INPUT, j)
                 if not inplace:
                     c = c.copy(owner, Buffer.OUTPUT, owner * k + j)
-                for step in range(1, n):
-                    c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, owner * k + j, lane=j)
+                _pass_around(c, order, pos, owner * k + j, j)
     return p.program
 
 
@@ -62,7 +85,7 @@ def ring_reduce_scatter(nranks: int, *, channels: int = 1, bidirectional: bool =
     >>> ring_reduce_scatter(3).num_instructions()
     9
     """
-    _check_channels(channels)
+    _check_channels(channels, bidirectional)
     n, k = nranks, channels
     spec = CollectiveSpec("reduce_scatter", n, chunk_factor=k, inplace=inplace)
     with program(f"ring_reduce_scatter_n{n}_c{k}", spec) as p:
@@ -74,17 +97,13 @@ def ring_reduce_scatter(nranks: int, *, channels: int = 1, bidirectional: bool =
                     if not inplace:
                         chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, j)
                     continue
-                c = chunk(order[(pos + 1) % n], Buffer.INPUT, idx)
-                for step in range(2, n + 1):
-                    rank = order[(pos + step) % n]
-                    into = chunk(rank, Buffer.OUTPUT, j) if rank == owner else _partial(p, rank, idx, inplace)
-                    c = chunk(rank, Buffer.INPUT, idx).reduce(c, into=into, lane=j)
+
+                def place(rank: int, owner: int = owner, idx: int = idx, j: int = j) -> ChunkRef:
+                    # Out of place, partials live in scratch so the input stays untouched.
+                    return p.ref(rank, Buffer.OUTPUT, j) if rank == owner else p.ref(rank, Buffer.INPUT if inplace else Buffer.SCRATCH, idx)
+
+                _reduce_around(order, pos, idx, j, place)
     return p.program
-
-
-def _partial(p: ProgramBuilder, rank: int, idx: int, inplace: bool) -> ChunkRef:
-    """Where an intermediate partial sum lives: the input itself in place, else scratch."""
-    return p.ref(rank, Buffer.INPUT if inplace else Buffer.SCRATCH, idx)
 
 
 @register("ring", "all_reduce", "k rings; reduce-scatter then allgather, 2(n-1) steps")
@@ -96,7 +115,7 @@ def ring_all_reduce(nranks: int, *, channels: int = 1, bidirectional: bool = Fal
     >>> ring_all_reduce(4, inplace=True).ranks[0].channels[0].instructions[1].op.value
     'recv_reduce_copy_send'
     """
-    _check_channels(channels)
+    _check_channels(channels, bidirectional)
     n, k = nranks, channels
     spec = CollectiveSpec("all_reduce", n, chunk_factor=n * k, inplace=inplace)
     with program(f"ring_all_reduce_n{n}_c{k}", spec) as p:
@@ -108,12 +127,7 @@ def ring_all_reduce(nranks: int, *, channels: int = 1, bidirectional: bool = Fal
                     if not inplace:
                         chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, idx)
                     continue
-                # Reduce-scatter: the partial starts after the owner and ends complete at the owner.
-                c = chunk(order[(pos + 1) % n], Buffer.INPUT, idx)
-                for step in range(2, n + 1):
-                    rank = order[(pos + step) % n]
-                    c = chunk(rank, Buffer.INPUT, idx).reduce(c, into=chunk(rank, Buffer.OUTPUT, idx), lane=j)
-                # Allgather: the owner passes the result around.
-                for step in range(1, n):
-                    c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, idx, lane=j)
+                # Reduce-scatter into the output, then the owner passes the result around.
+                done = _reduce_around(order, pos, idx, j, lambda rank, idx=idx: p.ref(rank, Buffer.OUTPUT, idx))
+                _pass_around(done, order, pos, idx, j)
     return p.program

@@ -86,3 +86,8 @@ def test_unsupported_rank_count_is_explained():
 def test_unknown_option_is_named():
     with pytest.raises(CollectiveError, match="unknown option 'channel'"):
         library.build("ring", "all_gather", 4, channel=2)
+
+
+def test_bidirectional_ring_needs_two_channels():
+    with pytest.raises(CollectiveError, match="bidirectional=True turns every odd ring around, so it needs channels >= 2, got 1"):
+        library.build("ring", "all_reduce", 4, bidirectional=True)
