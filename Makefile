@@ -8,9 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 
+# torch is pinned to the CPU build first; the project's range then installs nothing more.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
 	touch $(STAMP)
 
 demo: setup

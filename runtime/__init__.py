@@ -1,9 +1,29 @@
 """Runtimes that execute verified Programs.
 
-Today: a single-process numpy interpreter used as a reference. The multi-process CPU runtime
-(shared memory within a node, MPI between nodes) builds on the same Program semantics.
+The CPU runtime runs a Program on real processes: shared memory within a node (peers read
+registered buffers in place), MPI between nodes, launched by ``mpiexec`` or ``torchrun``.
+``run_reference`` interprets a Program in one process, as an oracle for tests.
+
+>>> import numpy as np, synccl
+>>> with synccl.init() as comm:
+...     comm.allreduce(np.arange(3)).tolist()
+[0, 1, 2]
 """
 
+from synccl.runtime._comm import IN_PLACE, Communicator, init
+from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._interpreter import run_reference
+from synccl.runtime._selection import register_program, registered_programs
+from synccl.runtime._shm import remove_stale_segments
 
-__all__ = ["run_reference"]
+__all__ = [
+    "IN_PLACE",
+    "Communicator",
+    "RuntimeConfig",
+    "from_environment",
+    "init",
+    "register_program",
+    "registered_programs",
+    "remove_stale_segments",
+    "run_reference",
+]

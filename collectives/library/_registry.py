@@ -32,17 +32,13 @@ class AlgorithmInfo:
     description: str
     builder: Builder
     support: Support
+    #: The builder's keyword options (``channels``, ``root``, ``inplace`` ...).
+    options: tuple[str, ...] = ()
 
     @property
     def needs_local_size(self) -> bool:
         """Whether the builder needs the number of ranks per machine."""
-        return "local_size" in inspect.signature(self.builder).parameters
-
-    @property
-    def options(self) -> tuple[str, ...]:
-        """The builder's keyword options (``channels``, ``root``, ``inplace`` ...)."""
-        params = inspect.signature(self.builder).parameters.values()
-        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        return "local_size" in self.options
 
     def unsupported_reason(self, nranks: int, local_size: int | None = None) -> str | None:
         """Why the algorithm cannot run on ``nranks`` ranks (``None`` if it can)."""
@@ -64,7 +60,9 @@ def register(name: str, collective: Collective | str, description: str, *, suppo
         key = (coll, name)
         if key in _REGISTRY:
             raise ProgramError(f"register: algorithm {name!r} for {coll.value} is already registered")
-        _REGISTRY[key] = AlgorithmInfo(name, coll, description, builder, support or _any_size)
+        params = inspect.signature(builder).parameters.values()
+        options = tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        _REGISTRY[key] = AlgorithmInfo(name, coll, description, builder, support or _any_size, options)
         return builder
 
     return decorate

@@ -1,0 +1,395 @@
+"""The Python API: ``comm = synccl.init()``, then collectives on numpy arrays and CPU torch tensors.
+
+Every collective must be called by every rank of the communicator, in the same order, with
+matching sizes, dtypes, ops and roots; a mismatch raises :class:`~synccl.exceptions.CommError`
+(``SYNCCL_CHECK_CALLS=0`` turns the check off; it costs one integer per message). Out-of-place
+calls leave the input untouched; in-place calls follow NCCL: ``allreduce(x)`` overwrites ``x``,
+``allgather(IN_PLACE, out)`` finds each rank's share already in its slot of ``out``,
+``reduce_scatter(x)`` leaves the result in the rank's slot of ``x``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
+from synccl.exceptions import CommError, SyncclError
+from synccl.runtime._buffers import as_array, dtype_code, is_torch
+from synccl.runtime._config import RuntimeConfig, from_environment
+from synccl.runtime._executor import Waiter, execute
+from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, compile_plan
+from synccl.runtime._rendezvous import Rendezvous, detect
+from synccl.runtime._selection import build_program, choose
+from synccl.runtime._world import World
+
+__all__ = ["Communicator", "init", "IN_PLACE"]
+
+log = logging.getLogger(__name__)
+
+
+class _InPlace:
+    def __repr__(self) -> str:
+        return "IN_PLACE"
+
+
+#: Pass as ``sendbuf`` of :meth:`Communicator.allgather` when each rank's share already sits in ``recvbuf``.
+IN_PLACE = _InPlace()
+_OPS = tuple(REDUCE_OPS)
+_COLLECTIVES = tuple(Collective)
+
+
+def init(*, rendezvous: Rendezvous | None = None, **settings: Any) -> Communicator:
+    """Join the job this process belongs to and return its communicator.
+
+    The job comes from the launcher: ``mpiexec -n N python app.py`` (rank and size from MPI) or
+    ``torchrun --nproc-per-node N app.py`` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``); a plain ``python app.py`` is a job of one rank. Keyword settings override
+    the ``SYNCCL_*`` environment (``timeout_s``, ``slice_bytes``, ``slots``, ``max_lanes``,
+    ``local_size``, ``algorithm``, ``check_calls``).
+
+    Examples
+    --------
+    >>> import numpy as np, synccl
+    >>> comm = synccl.init()
+    >>> comm.allreduce(np.arange(4.0)).tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    >>> comm.close()
+    """
+    config = from_environment(**settings)
+    return Communicator(rendezvous or detect(config.timeout_s), config)
+
+
+class Communicator:
+    """The ranks of one job and the collectives among them (create it with :func:`init`)."""
+
+    def __init__(self, rendezvous: Rendezvous, config: RuntimeConfig) -> None:
+        self.config = config
+        self.world = World(rendezvous, config)
+        self.rank = self.world.rank
+        self.size = self.world.size
+        self._seq = 0
+        self._calls: OrderedDict[tuple, _Call] = OrderedDict()  # prepared calls by buffers and arguments
+
+    def __repr__(self) -> str:
+        return f"Communicator(rank={self.rank}, size={self.size}, nodes={self.world.nnodes})"
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def local_size(self) -> int:
+        """Ranks on each node."""
+        return self.world.local_size
+
+    def close(self) -> None:
+        """Release connections; registered buffers stay valid until the process exits."""
+        self._calls.clear()
+        self.world.close()
+
+    # -- registered memory -----------------------------------------------------------------
+    def empty(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """Collectively allocate an array in registered shared memory (zero-copy transfers).
+
+        Every rank must call it; sizes may differ. ``torch.from_numpy(...)`` gives a tensor
+        over the same memory.
+
+        >>> import synccl
+        >>> comm = synccl.init()
+        >>> comm.empty((2, 3), "float64").shape
+        (2, 3)
+        >>> comm.close()
+        """
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape))
+        raw = self.world.register(count * dt.itemsize)
+        return raw.view(dt).reshape(shape)
+
+    # -- collectives -------------------------------------------------------------------------
+    def allreduce(self, sendbuf: Any, recvbuf: Any = None, *, op: str = "sum", algorithm: str | None = None) -> Any:
+        """Reduce ``sendbuf`` over all ranks into ``recvbuf`` (or in place) and return the result.
+
+        >>> import numpy as np, synccl
+        >>> with synccl.init() as comm:
+        ...     comm.allreduce(np.ones(3), op="max").tolist()
+        [1.0, 1.0, 1.0]
+        """
+        key = (Collective.ALL_REDUCE, id(sendbuf), id(recvbuf), op, None, algorithm)
+        if not self._repeat(key, sendbuf, recvbuf):
+            send = as_array(sendbuf, name="sendbuf", op="allreduce", writable=recvbuf is None)
+            recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="allreduce", writable=True)
+            self._same_shape("allreduce", send, recv)
+            self._run(Collective.ALL_REDUCE, send, recv, share=send.size, op=op, algorithm=algorithm, key=key, objects=(sendbuf, recvbuf))
+        return sendbuf if recvbuf is None else recvbuf
+
+    def allgather(self, sendbuf: Any, recvbuf: Any, *, algorithm: str | None = None) -> Any:
+        """Gather every rank's ``sendbuf`` into ``recvbuf`` (``size`` times larger) on every rank."""
+        recv = as_array(recvbuf, name="recvbuf", op="allgather", writable=True)
+        share = self._share("allgather", recv.size)
+        if sendbuf is IN_PLACE:
+            send = recv
+        else:
+            send = as_array(sendbuf, name="sendbuf", op="allgather", writable=False)
+            self._expect("allgather", "sendbuf", send, share, recv.dtype)
+        self._run(Collective.ALL_GATHER, send, recv, share=share, algorithm=algorithm)
+        return recvbuf
+
+    def reduce_scatter(self, sendbuf: Any, recvbuf: Any = None, *, op: str = "sum", algorithm: str | None = None) -> Any:
+        """Reduce ``sendbuf`` (``size`` shares) over all ranks; rank r gets share r in ``recvbuf``.
+
+        Without ``recvbuf`` the result stays in the rank's share of ``sendbuf``, which is returned.
+        """
+        send = as_array(sendbuf, name="sendbuf", op="reduce_scatter", writable=recvbuf is None)
+        share = self._share("reduce_scatter", send.size)
+        if recvbuf is None:
+            self._run(Collective.REDUCE_SCATTER, send, send, share=share, op=op, algorithm=algorithm)
+            return _slot(sendbuf, self.rank * share, share)
+        recv = as_array(recvbuf, name="recvbuf", op="reduce_scatter", writable=True)
+        self._expect("reduce_scatter", "recvbuf", recv, share, send.dtype)
+        self._run(Collective.REDUCE_SCATTER, send, recv, share=share, op=op, algorithm=algorithm)
+        return recvbuf
+
+    def alltoall(self, sendbuf: Any, recvbuf: Any = None, *, algorithm: str | None = None) -> Any:
+        """Send share j of ``sendbuf`` to rank j; receive rank i's share into share i of ``recvbuf``."""
+        send = as_array(sendbuf, name="sendbuf", op="alltoall", writable=recvbuf is None)
+        recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="alltoall", writable=True)
+        self._same_shape("alltoall", send, recv)
+        self._run(Collective.ALL_TO_ALL, send, recv, share=self._share("alltoall", send.size), algorithm=algorithm)
+        return sendbuf if recvbuf is None else recvbuf
+
+    def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int]) -> Any:
+        """All-to-all with uneven counts: ``send_counts[j]`` elements go to rank j, packed in rank order."""
+        send = as_array(sendbuf, name="sendbuf", op="alltoallv", writable=False)
+        recv = as_array(recvbuf, name="recvbuf", op="alltoallv", writable=True)
+        counts = []
+        for name, arr, given in (("send_counts", send, send_counts), ("recv_counts", recv, recv_counts)):
+            values = tuple(int(c) for c in given)
+            if len(values) != self.size or min(values, default=0) < 0 or sum(values) != arr.size:
+                raise CommError(f"alltoallv: {name} must be {self.size} counts >= 0 summing to {arr.size}, got {list(given)!r}", rank=self.rank, op="alltoallv")
+            counts.append(values)
+        if send.dtype != recv.dtype:
+            raise CommError(f"alltoallv: sendbuf is {send.dtype} but recvbuf is {recv.dtype}", rank=self.rank, op="alltoallv")
+        key = ("alltoallv", _address(send), _address(recv), send.dtype, *counts)
+        call = self._calls.get(key)
+        if call is None:
+            program = build_program(Collective.ALL_TO_ALL, "pairwise", self.size, False, None, self.local_size, ())
+            layout = CountsLayout(self.rank, counts[0], counts[1])
+            call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label="alltoallv", count=0, extra=None)
+            self._remember(key, call)
+        self._launch(call)
+        return recvbuf
+
+    def broadcast(self, buf: Any, *, root: int = 0, recvbuf: Any = None, algorithm: str | None = None) -> Any:
+        """Copy the root's ``buf`` to every rank's ``buf`` (or ``recvbuf``)."""
+        self._root("broadcast", root)
+        send = as_array(buf, name="buf", op="broadcast", writable=recvbuf is None)
+        recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="broadcast", writable=True)
+        self._same_shape("broadcast", send, recv)
+        self._run(Collective.BROADCAST, send, recv, share=send.size, root=root, algorithm=algorithm)
+        return buf if recvbuf is None else recvbuf
+
+    def reduce(self, sendbuf: Any, recvbuf: Any = None, *, root: int = 0, op: str = "sum", algorithm: str | None = None) -> Any:
+        """Reduce every rank's ``sendbuf`` into the root's ``recvbuf`` (or its ``sendbuf``)."""
+        self._root("reduce", root)
+        send = as_array(sendbuf, name="sendbuf", op="reduce", writable=recvbuf is None and self.rank == root)
+        recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="reduce", writable=True)
+        self._same_shape("reduce", send, recv)
+        self._run(Collective.REDUCE, send, recv, share=send.size, root=root, op=op, algorithm=algorithm)
+        return sendbuf if recvbuf is None else recvbuf
+
+    def gather(self, sendbuf: Any, recvbuf: Any = None, *, root: int = 0, algorithm: str | None = None) -> Any:
+        """Collect every rank's ``sendbuf`` into the root's ``recvbuf`` (``size`` shares)."""
+        self._root("gather", root)
+        send = as_array(sendbuf, name="sendbuf", op="gather", writable=False)
+        if self.rank == root:
+            if recvbuf is None:
+                raise CommError("gather: the root needs a recvbuf", rank=self.rank, op="gather")
+            recv = as_array(recvbuf, name="recvbuf", op="gather", writable=True)
+            self._expect("gather", "recvbuf", recv, send.size * self.size, send.dtype)
+        else:
+            recv = np.empty(send.size * self.size, dtype=send.dtype)  # never touched off the root
+        self._run(Collective.GATHER, send, recv, share=send.size, root=root, algorithm=algorithm)
+        return recvbuf
+
+    def scatter(self, sendbuf: Any, recvbuf: Any, *, root: int = 0, algorithm: str | None = None) -> Any:
+        """Send share r of the root's ``sendbuf`` to rank r's ``recvbuf``."""
+        self._root("scatter", root)
+        recv = as_array(recvbuf, name="recvbuf", op="scatter", writable=True)
+        if self.rank == root:
+            send = as_array(sendbuf, name="sendbuf", op="scatter", writable=False)
+            self._expect("scatter", "sendbuf", send, recv.size * self.size, recv.dtype)
+        else:
+            send = np.empty(recv.size * self.size, dtype=recv.dtype)  # never read off the root
+        self._run(Collective.SCATTER, send, recv, share=recv.size, root=root, algorithm=algorithm)
+        return recvbuf
+
+    def barrier(self) -> None:
+        """Return once every rank has entered the barrier."""
+        self.allreduce(np.zeros(1, dtype=np.int8), algorithm="one_shot" if self.world.nnodes == 1 else None)
+
+    # -- machinery -------------------------------------------------------------------------------
+    def _root(self, op: str, root: int) -> None:
+        if not isinstance(root, int) or not 0 <= root < self.size:
+            raise CommError(f"{op}: root must be a rank in 0..{self.size - 1}, got {root!r}", rank=self.rank, op=op)
+
+    def _share(self, op: str, total: int) -> int:
+        if total % self.size:
+            raise CommError(f"{op}: buffer of {total} elements does not split into {self.size} equal shares", rank=self.rank, op=op)
+        return total // self.size
+
+    def _same_shape(self, op: str, send: np.ndarray, recv: np.ndarray) -> None:
+        if send.size != recv.size or send.dtype != recv.dtype:
+            raise CommError(f"{op}: sendbuf ({send.size} x {send.dtype}) and recvbuf ({recv.size} x {recv.dtype}) differ", rank=self.rank, op=op)
+
+    def _expect(self, op: str, name: str, arr: np.ndarray, size: int, dtype: np.dtype) -> None:
+        if arr.size != size or arr.dtype != dtype:
+            raise CommError(f"{op}: {name} must hold {size} x {dtype}, got {arr.size} x {arr.dtype}", rank=self.rank, op=op)
+
+    def _repeat(self, key: tuple, *objects: Any) -> bool:
+        """Run a call prepared earlier for these very buffer objects; False if there is none."""
+        call = self._calls.get(key)
+        if call is None or not _identical(call.objects, objects):
+            return False
+        self._launch(call)
+        return True
+
+    def _run(
+        self,
+        collective: Collective,
+        send: np.ndarray,
+        recv: np.ndarray,
+        *,
+        share: int,
+        op: str = "sum",
+        root: int | None = None,
+        algorithm: str | None = None,
+        key: tuple | None = None,
+        objects: tuple = (),
+    ) -> None:
+        """Prepare (or find) the call for these arrays and run it.
+
+        With ``key``, the prepared call is remembered for the user's buffer ``objects`` (kept
+        alive by the cache, so their identity stands for their memory).
+        """
+        key = key or (collective, _address(send), send.size, _address(recv), recv.size, send.dtype, op, root, algorithm, share)
+        call = self._calls.get(key)
+        if call is None or not _identical(call.objects, objects):
+            call = self._prepare(collective, send, recv, share=share, op=op, root=root, algorithm=algorithm)
+            call = replace(call, objects=objects)
+            self._remember(key, call)
+        self._launch(call)
+
+    def _prepare(self, collective: Collective, send: np.ndarray, recv: np.ndarray, *, share: int, op: str, root: int | None, algorithm: str | None) -> _Call:
+        """Everything about a call that does not change when it is repeated on the same buffers."""
+        label = collective.value
+        if op not in REDUCE_OPS:
+            raise CommError(f"{label}: unknown op {op!r}; valid: {', '.join(REDUCE_OPS)}", rank=self.rank, op=label)
+        if collective.is_combining and send.dtype == np.bool_ and op not in ("min", "max"):
+            raise CommError(f"{label}: op {op!r} is not defined on bool; use min or max", rank=self.rank, op=label)
+        inplace = _same_memory(send, recv)
+        nbytes = max(send.nbytes, recv.nbytes)
+        try:
+            program = choose(collective, nbytes, nranks=self.size, inplace=inplace, root=root, local_size=self.local_size, algorithm=algorithm, override=self.config.algorithm)
+        except SyncclError as err:
+            raise CommError(f"{label}: {err}", rank=self.rank, op=label) from None
+        average = None
+        if op == "avg" and collective.is_combining and (collective is not Collective.REDUCE or self.rank == root):
+            # The reduction runs as a sum; the result is divided where it lands.
+            average = recv[self.rank * share : (self.rank + 1) * share] if collective is Collective.REDUCE_SCATTER and inplace else recv
+        layout = ShareLayout(share, program.spec.chunk_factor)
+        return self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op=op, label=label, count=share, extra=(root, inplace, program.name), average=average)
+
+    def _compile(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], *, op: str, label: str, count: int, extra: object, average: np.ndarray | None = None) -> _Call:
+        dtype = buffers[Buffer.INPUT].dtype
+        registered = (self.world.locate(buffers[Buffer.INPUT]) is not None, self.world.locate(buffers[Buffer.OUTPUT]) is not None)
+        slice_elems = max(1, self.config.slice_bytes // dtype.itemsize)
+        plan = compile_plan(program, self.rank, layout, buffers, slice_elems=slice_elems, registered=registered)
+        world = self.world
+        for steps in plan.channels:
+            for step in steps:
+                step.bind(
+                    world.receiver(step.recv_peer, step.lane) if step.recv_peer is not None else None,
+                    world.sender(step.send_peer, step.lane) if step.send_peer is not None else None,
+                    world.locate(step.src) if step.lend else None,
+                )
+        base = _signature(program.collective, count, dtype, op, extra) if self.config.check_calls else 0
+        return _Call(program, plan, base, REDUCE_OPS[op], label, average)
+
+    def _remember(self, key: tuple, call: _Call) -> None:
+        self._calls[key] = call
+        if len(self._calls) > 32:
+            self._calls.popitem(last=False)
+
+    def _launch(self, call: _Call) -> None:
+        if self.world.broken:
+            raise CommError(f"{call.label}: the communicator is unusable after an earlier failure ({self.world.broken})", rank=self.rank, op=call.label)
+        self._seq += 1
+        signature = (call.signature + self._seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if call.signature else 0
+        label = f"{call.label} #{self._seq}"
+        try:
+            execute(call.plan, self.world, combine=call.combine, signature=signature, check_signature=self.config.check_calls, timeout_s=self.config.timeout_s, label=label)
+            if call.plan.lends:
+                self._drain(call.plan, label)
+        except CommError as err:
+            self.world.abort(str(err))
+            raise
+        if call.average is not None:
+            target = call.average
+            if np.issubdtype(target.dtype, np.integer):
+                np.floor_divide(target, self.size, out=target)
+            else:
+                np.divide(target, self.size, out=target, casting="unsafe")
+
+    def _drain(self, plan: RankPlan, label: str) -> None:
+        """Wait until peers have read everything lent to them in place."""
+        senders = {id(s.sender): s.sender for steps in plan.channels for s in steps if s.sender is not None}
+        waiter = Waiter(self.world, self.config.timeout_s, lambda: f"in {label}: waiting for peers to read lent data")
+        for sender in senders.values():
+            while not sender.drained():
+                waiter.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A prepared call: its Program, this rank's plan over the buffers, and its checks."""
+
+    program: Program
+    plan: RankPlan
+    signature: int
+    combine: np.ufunc
+    label: str
+    average: np.ndarray | None
+    objects: tuple = ()  # the user's buffer objects the call was prepared for
+
+
+def _identical(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (_address(a) == _address(b) and a.size == b.size)
+
+
+def _slot(buffer: Any, start: int, count: int) -> Any:
+    """Elements ``[start, start+count)`` of a buffer, as the same kind of object."""
+    flat = buffer.view(-1) if is_torch(buffer) else buffer.reshape(-1)
+    return flat[start : start + count]
+
+
+def _signature(collective: Collective, count: int, dtype: np.dtype, op: str, extra: object) -> int:
+    """A 63-bit fingerprint of a call's arguments; mixed with the call's sequence number, every message carries it."""
+    payload = struct.pack("<iqii", _COLLECTIVES.index(collective), count, dtype_code(dtype), _OPS.index(op)) + repr(extra).encode()
+    return (int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little") >> 1) or 1

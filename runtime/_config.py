@@ -1,0 +1,76 @@
+"""Runtime settings, read from the environment in this one place.
+
+=========================  =======================================================  =========
+variable                   meaning                                                  default
+=========================  =======================================================  =========
+SYNCCL_TIMEOUT             seconds a rank waits for a peer before raising           60
+SYNCCL_SLICE_BYTES         bytes per pipelined slice (one FIFO slot)                1 MiB
+SYNCCL_SLOTS               slots per connection FIFO (messages in flight)           4
+SYNCCL_MAX_LANES           parallel connections per pair of ranks                   8
+SYNCCL_LOCAL_SIZE          ranks per node, to declare several nodes on one machine  (hosts)
+SYNCCL_ALGORITHM           force algorithms, e.g. ``ring`` or ``all_reduce=ring``   (by size)
+SYNCCL_CHECK_CALLS         check that every rank called the same collective         1
+=========================  =======================================================  =========
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from synccl.exceptions import SyncclError
+from synccl.units import parse_size
+
+__all__ = ["RuntimeConfig", "from_environment"]
+
+
+class ConfigError(SyncclError, ValueError):
+    """A runtime setting has a bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """The runtime's tunables (see the module docstring for the environment variables)."""
+
+    timeout_s: float = 60.0
+    slice_bytes: int = 1 << 20
+    slots: int = 4
+    max_lanes: int = 8
+    local_size: int | None = None
+    algorithm: str | None = None
+    check_calls: bool = True
+
+
+def from_environment(**overrides: object) -> RuntimeConfig:
+    """Settings from ``SYNCCL_*`` variables, with keyword ``overrides`` taking precedence.
+
+    >>> from_environment(slots=2).slots
+    2
+    """
+    env = os.environ
+    values: dict[str, object] = {}
+    try:
+        if "SYNCCL_TIMEOUT" in env:
+            values["timeout_s"] = float(env["SYNCCL_TIMEOUT"])
+        if "SYNCCL_SLICE_BYTES" in env:
+            values["slice_bytes"] = parse_size(env["SYNCCL_SLICE_BYTES"])
+        if "SYNCCL_SLOTS" in env:
+            values["slots"] = int(env["SYNCCL_SLOTS"])
+        if "SYNCCL_MAX_LANES" in env:
+            values["max_lanes"] = int(env["SYNCCL_MAX_LANES"])
+        if env.get("SYNCCL_LOCAL_SIZE"):
+            values["local_size"] = int(env["SYNCCL_LOCAL_SIZE"])
+    except ValueError as err:
+        raise ConfigError(f"runtime settings: {err}") from None
+    if env.get("SYNCCL_ALGORITHM"):
+        values["algorithm"] = env["SYNCCL_ALGORITHM"]
+    if "SYNCCL_CHECK_CALLS" in env:
+        values["check_calls"] = env["SYNCCL_CHECK_CALLS"] not in ("0", "false", "no", "")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = RuntimeConfig(**values)  # type: ignore[arg-type]
+    for name, low in (("timeout_s", 0.0), ("slice_bytes", 64), ("slots", 1), ("max_lanes", 1)):
+        if not getattr(config, name) > low:
+            raise ConfigError(f"runtime settings: {name} must be > {low}, got {getattr(config, name)!r}")
+    if config.local_size is not None and config.local_size < 1:
+        raise ConfigError(f"runtime settings: local_size must be >= 1, got {config.local_size!r}")
+    return config

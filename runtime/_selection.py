@@ -1,0 +1,128 @@
+"""Which Program runs a call: by message size, as MSCCL selects by byte ranges.
+
+Order of precedence: the call's ``algorithm=``, then ``SYNCCL_ALGORITHM``, then Programs
+registered with :func:`register_program` (synthesized or imported ones) whose byte range holds
+the message, then the defaults below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from synccl.collectives import Collective, Program, library, parse_collective
+from synccl.exceptions import CollectiveError
+
+__all__ = ["Choice", "DEFAULTS", "choose", "register_program", "registered_programs", "build_program"]
+
+_KIB, _MIB = 1 << 10, 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Use library ``algorithm`` (with ``options``) for messages in ``[min_bytes, max_bytes)``."""
+
+    algorithm: str
+    min_bytes: int = 0
+    max_bytes: int | None = None
+    options: tuple[tuple[str, object], ...] = ()
+
+
+#: Single-node defaults, measured on the CPU runtime (see the README's table).
+DEFAULTS: dict[Collective, tuple[Choice, ...]] = {
+    Collective.ALL_REDUCE: (Choice("one_shot", 0, 256 * _KIB), Choice("ring", 256 * _KIB)),
+    Collective.ALL_GATHER: (Choice("direct"),),
+    Collective.REDUCE_SCATTER: (Choice("ring"),),
+    Collective.ALL_TO_ALL: (Choice("pairwise"),),
+    Collective.BROADCAST: (Choice("direct", 0, 64 * _KIB), Choice("binomial", 64 * _KIB, options=(("chunks", 4),))),
+    Collective.REDUCE: (Choice("direct", 0, 64 * _KIB), Choice("binomial", 64 * _KIB, options=(("chunks", 4),))),
+    Collective.GATHER: (Choice("direct"),),
+    Collective.SCATTER: (Choice("direct"),),
+}
+#: Defaults when the job spans several nodes.
+MULTI_NODE: dict[Collective, tuple[Choice, ...]] = {
+    Collective.ALL_REDUCE: (Choice("hierarchical"),),
+    Collective.ALL_TO_ALL: (Choice("hierarchical_2d"),),
+}
+
+_REGISTERED: list[tuple[Program, int, int | None]] = []
+
+
+def register_program(program: Program, *, min_bytes: int | None = None, max_bytes: int | None = None) -> None:
+    """Make the runtime use ``program`` for matching calls whose size is in ``[min_bytes, max_bytes)``.
+
+    Defaults to the Program's own ``min_bytes``/``max_bytes`` (MSCCL XML carries them).
+    """
+    lo = program.min_bytes if min_bytes is None else min_bytes
+    hi = program.max_bytes if max_bytes is None else max_bytes
+    _REGISTERED.insert(0, (program, lo, hi))
+
+
+def registered_programs() -> list[tuple[Program, int, int | None]]:
+    """The registered Programs with their byte ranges, most recent first."""
+    return list(_REGISTERED)
+
+
+def _parse_override(text: str | None, collective: Collective) -> str | None:
+    if not text:
+        return None
+    general = None
+    for part in text.split(","):
+        if "=" in part:
+            name, algo = part.split("=", 1)
+            if parse_collective(name.strip()) is collective:
+                return algo.strip()
+        else:
+            general = part.strip()
+    return general
+
+
+def choose(
+    collective: Collective | str,
+    nbytes: int,
+    *,
+    nranks: int,
+    inplace: bool,
+    root: int | None,
+    local_size: int,
+    algorithm: str | None = None,
+    override: str | None = None,
+) -> Program:
+    """The Program for one call (built once per distinct choice and cached).
+
+    >>> choose("all_reduce", 4096, nranks=4, inplace=True, root=None, local_size=4).name
+    'one_shot_all_reduce_n4'
+    """
+    coll = parse_collective(collective)
+    name = algorithm or _parse_override(override, coll)
+    if name is None:
+        for prog, lo, hi in _REGISTERED:
+            if prog.collective is coll and prog.nranks == nranks and prog.spec.inplace == inplace and prog.spec.root in (root, None) and lo <= nbytes and (hi is None or nbytes < hi):
+                return prog
+    options: tuple[tuple[str, object], ...] = ()
+    if name is None:
+        table = MULTI_NODE if local_size < nranks and coll in MULTI_NODE else DEFAULTS
+        for choice in table[coll]:
+            if choice.min_bytes <= nbytes and (choice.max_bytes is None or nbytes < choice.max_bytes):
+                info = library.get(choice.algorithm, coll)
+                if info.unsupported_reason(nranks, local_size) is None:
+                    name, options = choice.algorithm, choice.options
+                    break
+        if name is None:
+            candidates = library.applicable(coll, nranks, local_size=local_size)
+            if not candidates:
+                raise CollectiveError(f"{coll.value}: no library algorithm supports {nranks} ranks")
+            name = candidates[0].name
+    return build_program(coll, name, nranks, inplace, root, local_size, options)
+
+
+@lru_cache(maxsize=256)
+def build_program(collective: Collective, name: str, nranks: int, inplace: bool, root: int | None, local_size: int, options: tuple[tuple[str, object], ...]) -> Program:
+    """Build (once) library algorithm ``name`` for these parameters."""
+    kwargs: dict[str, object] = dict(options)
+    kwargs["inplace"] = inplace
+    if collective.is_rooted:
+        kwargs["root"] = root
+    info = library.get(name, collective)
+    kwargs = {k: v for k, v in kwargs.items() if k in info.options}
+    return library.build(name, collective, nranks, local_size=local_size, **kwargs)
