@@ -73,11 +73,12 @@ class Schedule:
         return not self.stalls and not self.unreceived
 
 
-def schedule(program: Program) -> Schedule:
+def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
     """Run the Program's control flow (no data) and return one valid execution order.
 
     Channels run their instructions in order; an instruction waits for its dependencies and,
-    if it receives, for a message on its connection. Sends never wait (buffered connections).
+    if it receives, for a message on its connection. Sends never wait -- unless ``capacity``
+    bounds the messages a connection holds, as a runtime's FIFO does; then a send waits for room.
     Assumes the structural checks of the verifier passed (peers and dependencies exist).
 
     >>> from synccl.collectives import library
@@ -93,6 +94,7 @@ def schedule(program: Program) -> Schedule:
     sent: dict[Connection, int] = defaultdict(int)
     waiting_dep: dict[tuple[int, int, int], list[int]] = defaultdict(list)
     waiting_msg: dict[Connection, list[int]] = defaultdict(list)
+    waiting_room: dict[Connection, list[int]] = defaultdict(list)
     events: list[Event] = []
     ready = deque(range(len(channels)))
 
@@ -106,6 +108,10 @@ def schedule(program: Program) -> Schedule:
             conn = Connection(ch.recv_peer, rank, ch.lane)
             if not queues[conn]:
                 return "msg", conn
+        if capacity is not None and ins.op.sends:
+            conn = Connection(rank, ch.send_peer, ch.lane)
+            if len(queues[conn]) >= capacity:
+                return "room", conn
         return None
 
     while ready:
@@ -115,7 +121,7 @@ def schedule(program: Program) -> Schedule:
             why = blocker(k)
             if why is not None:
                 kind, what = why
-                (waiting_dep if kind == "dep" else waiting_msg)[what].append(k)
+                {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
                 break
             ins = ch.instructions[position[k]]
             recv_on = Connection(ch.recv_peer, rank, ch.lane) if ins.op.receives else None
@@ -123,6 +129,7 @@ def schedule(program: Program) -> Schedule:
             matched = message = None
             if recv_on is not None:
                 matched, message = queues[recv_on].popleft()
+                ready.extend(waiting_room.pop(recv_on, ()))
             events.append(Event(rank, ch.id, position[k], ins, send_on, recv_on, matched, message))
             if send_on is not None:
                 queues[send_on].append((len(events) - 1, sent[send_on]))
@@ -138,6 +145,8 @@ def schedule(program: Program) -> Schedule:
             why = blocker(k)
             if why is None:  # pragma: no cover - the loop above drains every runnable channel
                 reason = "did not run"
+            elif why[0] == "room":
+                reason = f"waits for room on connection {why[1]}, which holds {capacity} unreceived message(s)"
             elif why[0] == "dep":
                 _, dch, dindex = why[1]
                 reason = f"waits for channel {dch} instruction {dindex}, which never completes"

@@ -24,7 +24,7 @@ from synccl.exceptions import CommError, SyncclError
 from synccl.runtime._buffers import as_array, dtype_code, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._executor import Waiter, execute
-from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, compile_plan
+from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
 from synccl.runtime._selection import build_program, choose
 from synccl.runtime._world import World
@@ -311,15 +311,19 @@ class Communicator:
     def _compile(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], *, op: str, label: str, count: int, extra: object, average: np.ndarray | None = None) -> _Call:
         dtype = buffers[Buffer.INPUT].dtype
         registered = (self.world.locate(buffers[Buffer.INPUT]) is not None, self.world.locate(buffers[Buffer.OUTPUT]) is not None)
-        slice_elems = max(1, self.config.slice_bytes // dtype.itemsize)
-        plan = compile_plan(program, self.rank, layout, buffers, slice_elems=slice_elems, registered=registered)
+        largest = layout.largest_chunk()
+        if isinstance(layout, CountsLayout):  # ranks must agree on the tiling; counts differ per rank
+            largest = int(self.allreduce(np.array([largest], dtype=np.int64), op="max")[0])
+        tiles = tile_count(program, largest, dtype.itemsize, self.config.slice_bytes)
+        check_capacity(program, self.config.slots)
+        plan = compile_plan(program, self.rank, layout, buffers, tiles=tiles, registered=registered)
         world = self.world
         for steps in plan.channels:
             for step in steps:
                 step.bind(
                     world.receiver(step.recv_peer, step.lane) if step.recv_peer is not None else None,
                     world.sender(step.send_peer, step.lane) if step.send_peer is not None else None,
-                    world.locate(step.src) if step.lend else None,
+                    world.locate(step.src) if step.lend and step.send_peer in world.local_index else None,
                 )
         base = _signature(program.collective, count, dtype, op, extra) if self.config.check_calls else 0
         return _Call(program, plan, base, REDUCE_OPS[op], label, average)

@@ -109,8 +109,7 @@ def execute(
 ) -> None:
     """Run ``plan`` to completion on this rank, or raise :class:`CommError`."""
     channels = plan.channels
-    position = [0] * len(channels)
-    done = [0] * len(channels)  # instructions completed per channel
+    position = [0] * len(channels)  # steps completed per channel (dependencies count these)
     active = [k for k, ch in enumerate(channels) if ch]
     me = transports.rank
     check = signature if check_signature else None
@@ -123,7 +122,7 @@ def execute(
             return f"in {label}"
         s = waiting[0]
         waits = f"a message from rank {s.recv_peer}" if s.recv_peer is not None else f"a free slot towards rank {s.send_peer}" if s.send_peer is not None else "a dependency"
-        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}) waits for {waits} on lane {s.lane}"
+        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}, tile {s.tile}) waits for {waits} on lane {s.lane}"
 
     while active:
         progressed = False
@@ -132,7 +131,7 @@ def execute(
             pos = position[k]
             while pos < len(steps):
                 step = steps[pos]
-                if step.deps and any(done[c] <= i for c, i in step.deps):
+                if step.deps and any(position[c] < need for c, need in step.deps):
                     break
                 recv = step.receiver
                 if recv is not None and not recv.ready():
@@ -142,10 +141,8 @@ def execute(
                     break
                 _run(step, recv, send, transports, combine, signature, check, me, label)
                 pos += 1
-                if step.last:
-                    done[k] = step.instruction + 1
+                position[k] = pos
                 progressed = True
-            position[k] = pos
         if progressed:
             active = [k for k in active if position[k] < len(channels[k])]
             idle = 0
@@ -184,7 +181,10 @@ def _run(step: Step, recv: Receiver | None, send: Sender | None, transports: Tra
         if step.lent_at is not None:
             send.publish(step.nbytes, signature, BY_REFERENCE, *step.lent_at)
             return
-        step.outbox_bytes[send.index()][:] = step.src_bytes
+        if step.src_bytes is not None:
+            step.outbox_bytes[send.index()][:] = step.src_bytes
+        else:
+            np.copyto(step.outbox[send.index()], step.src)
         send.publish(step.nbytes, signature)
     elif op is Op.NOP:
         return

@@ -1,16 +1,20 @@
-"""Compiling one rank's part of a Program into pipelined slices over real buffers.
+"""Compiling one rank's part of a Program into pipelined tiles over real buffers.
 
-A *layout* says which elements every chunk of the input and output buffers covers. A size pass
-over the Program's schedule tells how many elements each message and scratch chunk holds (so
-uneven splits and all-to-allv work), and which sends read data that nothing writes later (those
-may be read in place by the peer when the buffer is registered). Every instruction is then cut
-into slices of at most one FIFO slot; both ends cut a message identically, so the k-th slice sent
-meets the k-th slice received.
+Large buffers are cut into ``T`` *tiles*, and the whole Program runs once per tile, tile after
+tile in every channel -- the way MSCCL's executor loops over a buffer. Each message of a tile fits
+one FIFO slot, so a Program that needs only a few messages in flight per connection runs in
+bounded memory, and tile ``t+1`` streams while tile ``t`` finishes. Tiles are disjoint in every
+buffer (scratch included), so they never conflict.
+
+A *layout* says which elements each chunk covers within a tile. A single pass over the
+Program's schedule tells which chunk *class* each message and scratch chunk carries (its size
+follows from the class), and which sends read data that nothing writes later (those may be read
+in place by the peer when the buffer is registered).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -19,41 +23,66 @@ from synccl.collectives import Buffer, Event, Op, Program, Schedule, Slice, sche
 from synccl.collectives._execution import replay
 from synccl.exceptions import CommError, ProgramError
 
-__all__ = ["Layout", "ShareLayout", "CountsLayout", "RankPlan", "Step", "compile_plan"]
+__all__ = ["Layout", "ShareLayout", "CountsLayout", "RankPlan", "Step", "check_capacity", "compile_plan", "tile_count"]
+
+#: What a chunk location holds, as far as sizes go (see :meth:`Layout.contribution_class`).
+ChunkClass = tuple[int, ...]
 
 
 class Layout:
-    """Element ranges of the chunks of a rank's input and output buffers."""
+    """Element ranges of the chunks of a rank's input and output buffers, per tile."""
 
-    def range(self, buffer: Buffer, chunk: int) -> tuple[int, int]:
+    def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
         raise NotImplementedError
 
-    def contribution_size(self, rank: int, chunk: int) -> int | None:
-        """Elements of input chunk ``chunk`` of ``rank`` (``None`` when unknown here)."""
+    def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
+        """A key such that equal keys mean equal sizes in every tile."""
         raise NotImplementedError
+
+    def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
+        raise NotImplementedError
+
+    def largest_chunk(self) -> int:
+        """Elements of the largest chunk (before tiling), on this rank."""
+        raise NotImplementedError
+
+
+def _part(lo: int, hi: int, k: int, parts: int) -> tuple[int, int]:
+    """The k-th of ``parts`` near-equal pieces of ``[lo, hi)``."""
+    n = hi - lo
+    return lo + k * n // parts, lo + (k + 1) * n // parts
 
 
 @dataclass(frozen=True, slots=True)
 class ShareLayout(Layout):
     """Buffers made of shares of ``share`` elements, each cut into ``chunk_factor`` chunks.
 
-    Chunk ``i`` covers ``[s*m + j*m//c, s*m + (j+1)*m//c)`` with ``s, j = divmod(i, c)``.
+    Tile ``t`` takes the t-th piece of every share; within it chunk ``j`` takes the j-th piece.
 
-    >>> ShareLayout(7, 2).range(Buffer.OUTPUT, 3)
-    (10, 14)
+    >>> ShareLayout(8, 2).range(Buffer.OUTPUT, 3, 0, 1)
+    (12, 16)
+    >>> ShareLayout(8, 2).range(Buffer.OUTPUT, 3, 1, 2)
+    (14, 16)
     """
 
     share: int
     chunk_factor: int
 
-    def range(self, buffer: Buffer, chunk: int) -> tuple[int, int]:
-        m, c = self.share, self.chunk_factor
-        s, j = divmod(chunk, c)
-        return s * m + j * m // c, s * m + (j + 1) * m // c
+    def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
+        s, j = divmod(chunk, self.chunk_factor)
+        lo, hi = _part(s * self.share, (s + 1) * self.share, tile, tiles)
+        return _part(lo, hi, j, self.chunk_factor)
 
-    def contribution_size(self, rank: int, chunk: int) -> int | None:
-        lo, hi = self.range(Buffer.INPUT, chunk)
-        return hi - lo
+    def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
+        return (chunk % self.chunk_factor,)
+
+    def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
+        lo, hi = _part(0, self.share, tile, tiles)
+        a, b = _part(lo, hi, cls[0], self.chunk_factor)
+        return b - a
+
+    def largest_chunk(self) -> int:
+        return -(-self.share // self.chunk_factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,34 +93,55 @@ class CountsLayout(Layout):
     send_counts: tuple[int, ...]
     recv_counts: tuple[int, ...]
 
-    def range(self, buffer: Buffer, chunk: int) -> tuple[int, int]:
+    def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
         counts = self.send_counts if buffer is Buffer.INPUT else self.recv_counts
         lo = sum(counts[:chunk])
-        return lo, lo + counts[chunk]
+        return _part(lo, lo + counts[chunk], tile, tiles)
 
-    def contribution_size(self, rank: int, chunk: int) -> int | None:
+    def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
         if rank == self.rank:
-            return self.send_counts[chunk]
+            return (self.send_counts[chunk],)
         if chunk == self.rank:
-            return self.recv_counts[rank]
-        return None
+            return (self.recv_counts[rank],)
+        return (-1,)  # data that never passes through this rank
+
+    def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
+        if cls[0] < 0:
+            raise ProgramError("alltoallv: only algorithms that send each block directly support uneven counts")
+        a, b = _part(0, cls[0], tile, tiles)
+        return b - a
+
+    def largest_chunk(self) -> int:
+        return max((*self.send_counts, *self.recv_counts), default=0)
+
+
+def tile_count(program: Program, largest_chunk: int, itemsize: int, slice_bytes: int) -> int:
+    """How many tiles make every message fit one slot of ``slice_bytes``.
+
+    ``largest_chunk`` must be the same on every rank (it is, for equal shares).
+
+    >>> from synccl.collectives import library
+    >>> tile_count(library.build("ring", "all_reduce", 2), 8 << 20, 4, 1 << 20)
+    32
+    """
+    widest = max((ins.count for _, _, _, ins in program.instructions()), default=1)
+    return max(1, -(-widest * largest_chunk * itemsize // slice_bytes))
 
 
 @dataclass(slots=True)
 class Step:
-    """One slice of one instruction, ready to execute."""
+    """One instruction of one tile, ready to execute."""
 
     op: Op
     channel: int
     instruction: int
-    last: bool  # the instruction's last slice
-    deps: tuple[tuple[int, int], ...]  # (channel, instruction) that must be complete first
+    tile: int
+    deps: tuple[tuple[int, int], ...]  # (channel, steps it must have completed)
     src: np.ndarray | None
     dst: np.ndarray | None
     recv_peer: int | None
     send_peer: int | None
     lane: int
-    nelems: int
     nbytes: int
     dtype: np.dtype
     lend: bool  # the peer may read ``src`` in place instead of a copy
@@ -99,22 +149,23 @@ class Step:
     sender: object = None
     lent_at: tuple[int, int] | None = None  # (region, offset) of ``src`` when lent
     # Views prepared once per call site so the hot loop allocates nothing:
-    inbox: list[np.ndarray] | None = None  # the receiver's slots, typed, [:nelems]
-    outbox: list[np.ndarray] | None = None  # the sender's slots, typed, [:nelems]
-    outbox_bytes: list[memoryview] | None = None  # the same as bytes
+    inbox: list[np.ndarray] | None = None  # the receiver's slots, typed and shaped like the data
     inbox_bytes: list[memoryview] | None = None
+    outbox: list[np.ndarray] | None = None  # the sender's slots, typed and shaped
+    outbox_bytes: list[memoryview] | None = None
     src_bytes: memoryview | None = None
     dst_bytes: memoryview | None = None
+    shape: tuple[int, ...] = field(default=())
 
     def bind(self, receiver: object, sender: object, lent_at: tuple[int, int] | None) -> None:
         """Attach the connection ends and prepare the views the executor uses."""
         self.receiver, self.sender, self.lent_at = receiver, sender, lent_at
         n = self.nbytes
         if receiver is not None:
-            self.inbox = [slot[:n].view(self.dtype) for slot in receiver.slot_arrays]
+            self.inbox = [slot[:n].view(self.dtype).reshape(self.shape) for slot in receiver.slot_arrays]
             self.inbox_bytes = [memoryview(slot[:n]) for slot in receiver.slot_arrays]
         if sender is not None:
-            self.outbox = [slot[:n].view(self.dtype) for slot in sender.slot_arrays]
+            self.outbox = [slot[:n].view(self.dtype).reshape(self.shape) for slot in sender.slot_arrays]
             self.outbox_bytes = [memoryview(slot[:n]) for slot in sender.slot_arrays]
         self.src_bytes = _bytes(self.src)
         self.dst_bytes = _bytes(self.dst)
@@ -124,7 +175,7 @@ def _bytes(array: np.ndarray | None) -> memoryview | None:
     """A byte view for memmove-speed copies (``None`` when the array cannot give one)."""
     if array is None or not array.flags.c_contiguous or not array.flags.writeable:
         return None
-    return memoryview(array.view(np.uint8)) if array.size else memoryview(bytearray())
+    return memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(bytearray())
 
 
 @dataclass(slots=True)
@@ -133,7 +184,7 @@ class RankPlan:
 
     channels: list[list[Step]]
     scratch: np.ndarray
-    sends: int
+    tiles: int
     lends: bool
 
 
@@ -142,24 +193,36 @@ def _cached_schedule(program: Program) -> Schedule:
     return schedule(program)
 
 
-class _SizeMachine:
-    """Replays the Program tracking how many elements each chunk location holds.
+@lru_cache(maxsize=64)
+def check_capacity(program: Program, slots: int) -> None:
+    """Refuse a Program that cannot finish when a connection holds only ``slots`` messages.
 
-    For rank ``me`` it records every event with the element counts of its ``src`` and ``dst``
-    chunks, and the schedule position of the last write to each of its locations.
+    The verifier assumes buffered sends without bound; the FIFOs hold ``slots`` slices.
+    """
+    sched = schedule(program, capacity=slots)
+    if sched.stalls:
+        s = sched.stalls[0]
+        raise CommError(f"{program.name}: needs more than SYNCCL_SLOTS={slots} messages in flight (rank {s.rank} channel {s.channel} instruction {s.index} {s.reason}); raise SYNCCL_SLOTS")
+
+
+class _ClassMachine:
+    """Replays the Program tracking which chunk class each location holds.
+
+    For rank ``me`` it records every event with the classes of its ``src`` and ``dst`` chunks,
+    and the schedule position of the last write to each of its locations.
     """
 
     def __init__(self, program: Program, layout: Layout, me: int) -> None:
         spec = program.spec
         self.spec = spec
         self.me = me
-        self.memory: dict[tuple[int, Buffer, int], int | None] = {}
+        self.memory: dict[tuple[int, Buffer, int], ChunkClass | None] = {}
         self.last_write: dict[tuple[Buffer, int], int] = {}
-        self.events: list[tuple[int, Event, list[int | None], list[int | None]]] = []
+        self.events: list[tuple[int, Event, list[ChunkClass | None], list[ChunkClass | None]]] = []
         self.position = 0
         for rank in range(spec.nranks):
             for k, (r, kk) in spec.precondition(rank).items():
-                self.memory[(rank, *spec.resolve(rank, Buffer.INPUT, k))] = layout.contribution_size(r, kk)
+                self.memory[(rank, *spec.resolve(rank, Buffer.INPUT, k))] = layout.contribution_class(r, kk)
 
     def on_event(self, pos: int, ev: Event) -> None:
         self.position = pos
@@ -167,19 +230,19 @@ class _SizeMachine:
             src = ev.instruction.src
             self.events.append((pos, ev, list(self.read(ev, ev.rank, src)) if src is not None else [], []))
 
-    def read(self, event: Event, rank: int, where: Slice) -> tuple[int | None, ...]:
+    def read(self, event: Event, rank: int, where: Slice) -> tuple[ChunkClass | None, ...]:
         return tuple(self.memory.get((rank, *self.spec.resolve(rank, where.buffer, i))) for i in range(where.index, where.index + where.count))
 
-    def write(self, event: Event, rank: int, where: Slice, value: tuple[int | None, ...]) -> None:
+    def write(self, event: Event, rank: int, where: Slice, value: tuple[ChunkClass | None, ...]) -> None:
         if rank == self.me:
             self.events[-1][3].extend(value)
-        for offset, size in enumerate(value):
+        for offset, cls in enumerate(value):
             loc = self.spec.resolve(rank, where.buffer, where.index + offset)
-            self.memory[(rank, *loc)] = size
+            self.memory[(rank, *loc)] = cls
             if rank == self.me:
                 self.last_write[loc] = self.position
 
-    def combine(self, event: Event, local: tuple[int | None, ...], received: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    def combine(self, event: Event, local: tuple, received: tuple) -> tuple:
         return tuple(a if a is not None else b for a, b in zip(local, received, strict=True))
 
 
@@ -189,94 +252,111 @@ def compile_plan(
     layout: Layout,
     buffers: dict[Buffer, np.ndarray],
     *,
-    slice_elems: int,
+    tiles: int,
     registered: tuple[bool, bool] = (False, False),
 ) -> RankPlan:
-    """Rank ``me``'s slices of ``program`` over ``buffers`` (1-D arrays of one dtype).
+    """Rank ``me``'s steps of ``program`` over ``buffers`` (1-D arrays of one dtype), in ``tiles`` tiles.
 
-    ``buffers`` maps the canonical buffers after in-place aliasing (an in-place allreduce
-    passes only ``INPUT``). ``registered`` says whether input and output live in registered
-    shared memory, which lets sends of data that nothing overwrites later be read in place.
+    ``buffers`` maps the canonical buffers after in-place aliasing. ``registered`` says whether
+    input and output live in registered shared memory, which lets sends of data that nothing
+    overwrites later be read in place.
     """
     spec = program.spec
-    sizes = _SizeMachine(program, layout, me)
-    replay(_cached_schedule(program), sizes, on_event=sizes.on_event)
-    my_events = sizes.events
-
-    scratch_sizes: dict[int, int] = {}
-    for _, ev, src_sizes, dst_sizes in my_events:
-        for where, vals in ((ev.instruction.src, src_sizes), (ev.instruction.dst, dst_sizes)):
-            if where is not None and where.buffer is Buffer.SCRATCH:
-                for k, v in enumerate(vals):
-                    scratch_sizes[where.index + k] = max(scratch_sizes.get(where.index + k, 0), v or 0)
-    scratch_offsets: dict[int, int] = {}
-    total = 0
-    for idx in range(program.ranks[me].scratch_chunks):
-        scratch_offsets[idx] = total
-        total += scratch_sizes.get(idx, 0)
+    classes = _ClassMachine(program, layout, me)
+    replay(_cached_schedule(program), classes, on_event=classes.on_event)
     dtype = next(iter(buffers.values())).dtype
+    rank_program = program.ranks[me]
+
+    # Scratch: per tile, chunk i of scratch holds whatever class is written there (largest wins).
+    scratch_classes: dict[int, set[ChunkClass]] = {}
+    for _, ev, src_cls, dst_cls in classes.events:
+        for where, values in ((ev.instruction.src, src_cls), (ev.instruction.dst, dst_cls)):
+            if where is not None and where.buffer is Buffer.SCRATCH:
+                for k, cls in enumerate(values):
+                    if cls is not None:
+                        scratch_classes.setdefault(where.index + k, set()).add(cls)
+    scratch_offsets: dict[tuple[int, int], int] = {}
+    total = 0
+    for tile in range(tiles):
+        for idx in range(rank_program.scratch_chunks):
+            scratch_offsets[tile, idx] = total
+            total += max((layout.class_size(c, tile, tiles) for c in scratch_classes.get(idx, ())), default=0)
     scratch = np.empty(total, dtype=dtype)
 
-    def elements(where: Slice, content: list[int | None], ev: Event) -> tuple[np.ndarray, int]:
-        first = spec.resolve(me, where.buffer, where.index)
-        if first[0] is Buffer.SCRATCH:
-            lo = scratch_offsets[first[1]]
-            n = sum(v or 0 for v in content) if content else sum(scratch_sizes.get(where.index + k, 0) for k in range(where.count))
-            return scratch[lo : lo + n], n
-        lo, _ = layout.range(first[0], first[1])
-        last = spec.resolve(me, where.buffer, where.index + where.count - 1)
-        _, hi = layout.range(last[0], last[1])
-        if last[0] is not first[0] or hi < lo:
-            raise ProgramError(f"plan: rank {me} channel {ev.channel} instruction {ev.index}: {where} is not contiguous in memory")
-        return buffers[first[0]][lo:hi], hi - lo
+    def view(where: Slice, values: list[ChunkClass | None], ev: Event, tile: int) -> np.ndarray:
+        ranges = []
+        for k in range(where.count):
+            buf, idx = spec.resolve(me, where.buffer, where.index + k)
+            if buf is Buffer.SCRATCH:
+                cls = values[k] if k < len(values) and values[k] is not None else next(iter(scratch_classes.get(idx, {(0,)})))
+                lo = scratch_offsets[tile, idx]
+                ranges.append((scratch, lo, lo + layout.class_size(cls, tile, tiles)))
+            else:
+                lo, hi = layout.range(buf, idx, tile, tiles)
+                ranges.append((buffers[buf], lo, hi))
+        return _join(ranges, f"rank {me} channel {ev.channel} instruction {ev.index}: {where}")
 
-    channels: list[list[Step]] = [[] for _ in program.ranks[me].channels]
-    sends = 0
+    per_channel = [len(ch.instructions) for ch in rank_program.channels]
+    channels: list[list[Step]] = [[] for _ in rank_program.channels]
     lends = False
-    for pos, ev, src_sizes, dst_sizes in my_events:
+    steps_of: list[tuple[int, Event, Slice | None, list, list, bool]] = []
+    for pos, ev, src_cls, dst_cls in classes.events:
         ins = ev.instruction
-        ch = program.ranks[me].channels[ev.channel]
-        src = dst = None
-        n = 0
-        if ins.src is not None:
-            src, n = elements(ins.src, src_sizes, ev)
-        if ins.dst is not None:
-            dst, n_dst = elements(ins.dst, dst_sizes, ev)
-            if src is not None and n_dst != n:
-                raise CommError(f"plan: rank {me} channel {ev.channel} instruction {ev.index}: {ins.src} holds {n} elements but {ins.dst} holds {n_dst}")
-            n = n_dst
-        if ins.op.receives and not ins.op.reads_src and dst is None:
-            raise ProgramError(f"plan: rank {me} channel {ev.channel} instruction {ev.index}: nowhere to receive")
         lend = False
         if ins.op.sends and not ins.op.receives and ins.src is not None:
             buf, _ = spec.resolve(me, ins.src.buffer, ins.src.index)
             reg = registered[0] if buf is Buffer.INPUT else registered[1] if buf is Buffer.OUTPUT else False
             # Lend only data that no later instruction of this rank overwrites.
-            untouched = all(sizes.last_write.get(spec.resolve(me, ins.src.buffer, i), -1) < pos for i in range(ins.src.index, ins.src.index + ins.src.count))
-            lend = reg and untouched
+            lend = reg and all(classes.last_write.get(spec.resolve(me, ins.src.buffer, i), -1) < pos for i in range(ins.src.index, ins.src.index + ins.src.count))
         lends = lends or lend
-        sends += ins.op.sends
-        deps = tuple((d.channel, d.instruction) for d in ins.deps)
-        pieces = max(1, -(-n // slice_elems))
-        for k in range(pieces):
-            lo, hi = k * slice_elems, min(n, (k + 1) * slice_elems)
-            channels[ev.channel].append(
-                Step(
-                    op=ins.op,
-                    channel=ev.channel,
-                    instruction=ev.index,
-                    last=k == pieces - 1,
-                    deps=deps if k == 0 else (),
-                    src=src[lo:hi] if src is not None else None,
-                    dst=dst[lo:hi] if dst is not None else None,
-                    recv_peer=ch.recv_peer if ins.op.receives else None,
-                    send_peer=ch.send_peer if ins.op.sends else None,
-                    lane=ch.lane,
-                    nelems=hi - lo,
-                    nbytes=(hi - lo) * scratch.dtype.itemsize,
-                    dtype=scratch.dtype,
-                    lend=lend,
+        steps_of.append((pos, ev, ins.src, src_cls, dst_cls, lend))
+    # Tile-major order: every channel runs its whole instruction list for tile 0, then tile 1, ...
+    by_channel: list[list[tuple]] = [[] for _ in rank_program.channels]
+    for item in steps_of:
+        by_channel[item[1].channel].append(item)
+    for k, items in enumerate(by_channel):
+        items.sort(key=lambda it: it[1].index)
+        ch = rank_program.channels[k]
+        for tile in range(tiles):
+            for _, ev, _, src_cls, dst_cls, lend in items:
+                ins = ev.instruction
+                src = view(ins.src, src_cls, ev, tile) if ins.src is not None else None
+                dst = view(ins.dst, dst_cls, ev, tile) if ins.dst is not None else None
+                if src is not None and dst is not None and src.shape != dst.shape:
+                    raise CommError(f"plan: rank {me} channel {ev.channel} instruction {ev.index}: {ins.src} holds {src.size} elements but {ins.dst} holds {dst.size}")
+                shaped = dst if dst is not None else src
+                channels[k].append(
+                    Step(
+                        op=ins.op,
+                        channel=k,
+                        instruction=ev.index,
+                        tile=tile,
+                        deps=tuple((d.channel, tile * per_channel[d.channel] + d.instruction + 1) for d in ins.deps),
+                        src=src,
+                        dst=dst,
+                        recv_peer=ch.recv_peer if ins.op.receives else None,
+                        send_peer=ch.send_peer if ins.op.sends else None,
+                        lane=ch.lane,
+                        nbytes=shaped.size * dtype.itemsize if shaped is not None else 0,
+                        dtype=dtype,
+                        lend=lend,
+                        shape=shaped.shape if shaped is not None else (0,),
+                    )
                 )
-            )
-    return RankPlan(channels, scratch, sends, lends)
+    return RankPlan(channels, scratch, tiles, lends)
 
+
+def _join(ranges: list[tuple[np.ndarray, int, int]], what: str) -> np.ndarray:
+    """One view over chunk ranges: 1-D when contiguous, 2-D when evenly strided."""
+    base = ranges[0][0]
+    if any(arr is not base for arr, _, _ in ranges):
+        raise ProgramError(f"plan: {what} spans two buffers")
+    if all(ranges[k][2] == ranges[k + 1][1] for k in range(len(ranges) - 1)):
+        return base[ranges[0][1] : ranges[-1][2]]
+    length = ranges[0][2] - ranges[0][1]
+    stride = ranges[1][1] - ranges[0][1]
+    if all(hi - lo == length for _, lo, hi in ranges) and all(ranges[k + 1][1] - ranges[k][1] == stride for k in range(len(ranges) - 1)):
+        itemsize = base.itemsize
+        start = ranges[0][1]
+        return np.lib.stride_tricks.as_strided(base[start:], shape=(len(ranges), length), strides=(stride * itemsize, itemsize), writeable=True)
+    raise ProgramError(f"plan: {what} is neither contiguous nor evenly strided in memory")

@@ -39,7 +39,7 @@ class World:
         self.local_ranks = [r for r in range(self.size) if self.node_of[r] == self.node_of[self.rank]]
         sizes = {sum(1 for n in self.node_of if n == node) for node in set(self.node_of)}
         self.local_size = sizes.pop() if len(sizes) == 1 else len(self.local_ranks)
-        self.local_index = {r: k for k, r in enumerate(self.local_ranks)}
+        self.local_index = {r: k for k, r in enumerate(self.local_ranks)}  # only ranks sharing memory with this one
         self.layout = MailboxLayout(len(self.local_ranks), config.max_lanes, config.slots, config.slice_bytes)
         self.mailboxes = self._map_collectively(self.layout.size, kind="mailbox")
         self.mine = self.mailboxes[self.rank]

@@ -1,0 +1,37 @@
+"""Every collective x algorithm x size, dtypes and ops, against numpy, on real processes."""
+
+import re
+
+import pytest
+
+
+def assert_all_ranks_pass(proc, n):
+    # Ranks print concurrently, so lines may interleave: find the records anywhere.
+    results = re.findall(r"RESULT (\d+) (\d+) (\d+)", proc.stdout)
+    failures = re.findall(r"FAIL [^\n]*", proc.stdout)
+    assert proc.returncode == 0 and not failures, (proc.returncode, failures[:5], proc.stderr[-2000:])
+    assert sorted(int(r[0]) for r in results) == list(range(n)), proc.stdout[-2000:]
+    assert all(int(cases) > 100 and failed == "0" for _, cases, failed in results)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_mpiexec(n, jobs, no_leftover_segments):
+    assert_all_ranks_pass(jobs.mpiexec(n, "_matrix.py", "quick"), n)
+
+
+@pytest.mark.slow
+def test_mpiexec_eight_oversubscribed_ranks(jobs, no_leftover_segments):
+    assert_all_ranks_pass(jobs.mpiexec(8, "_matrix.py", "quick"), 8)
+
+
+def test_mpiexec_several_mib_and_uneven_sizes(jobs, no_leftover_segments):
+    assert_all_ranks_pass(jobs.mpiexec(2, "_matrix.py", "full"), 2)
+
+
+def test_two_nodes_of_two_on_one_machine(jobs, no_leftover_segments):
+    """Shared memory inside each declared node, MPI between them."""
+    assert_all_ranks_pass(jobs.mpiexec(4, "_matrix.py", "quick", env={"SYNCCL_LOCAL_SIZE": "2"}), 4)
+
+
+def test_torchrun(jobs, no_leftover_segments):
+    assert_all_ranks_pass(jobs.torchrun(2, "_matrix.py", "quick"), 2)
