@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from synccl.collectives import Collective, Program, library, parse_collective
+from synccl.collectives import Collective, Program, library, parse_collective, verify
 from synccl.exceptions import CollectiveError
 
 __all__ = ["Choice", "DEFAULTS", "choose", "register_program", "registered_programs", "build_program"]
@@ -53,6 +53,7 @@ def register_program(program: Program, *, min_bytes: int | None = None, max_byte
 
     Defaults to the Program's own ``min_bytes``/``max_bytes`` (MSCCL XML carries them).
     """
+    verify(program)  # nothing runs unverified
     lo = program.min_bytes if min_bytes is None else min_bytes
     hi = program.max_bytes if max_bytes is None else max_bytes
     _REGISTERED.insert(0, (program, lo, hi))
