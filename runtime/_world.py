@@ -52,12 +52,22 @@ class World:
         self.broken: str | None = None
 
     def _group(self, hosts: list[tuple[str, int]]) -> list[int]:
+        """Node index of every rank: declared (``local_size``), MPI's shared-memory split, or host name."""
         if self.config.local_size is not None:
             if self.size % self.config.local_size:
                 raise CommError(f"init: {self.size} ranks cannot be split into nodes of local_size={self.config.local_size}")
             return [r // self.config.local_size for r in range(self.size)]
-        order: dict[str, int] = {}
-        return [order.setdefault(host, len(order)) for host, _ in hosts]
+        if isinstance(self.rendezvous, MpiRendezvous):
+            from mpi4py import MPI
+
+            local = self.rendezvous.comm.Split_type(MPI.COMM_TYPE_SHARED)
+            leader = local.allreduce(self.rank, op=MPI.MIN)  # the node's lowest rank names it
+            local.Free()
+            leaders = self.rendezvous.allgather(leader)
+            order: dict[int, int] = {}
+            return [order.setdefault(x, len(order)) for x in leaders]
+        names: dict[str, int] = {}
+        return [names.setdefault(host, len(names)) for host, _ in hosts]
 
     def _map_collectively(self, nbytes: int, *, kind: str) -> dict[int, Any]:
         """Create a segment per rank, map the local peers' ones, then unlink (nothing outlives the job)."""

@@ -19,7 +19,6 @@ def test_mpiexec(n, jobs, no_leftover_segments):
     assert_all_ranks_pass(jobs.mpiexec(n, "_matrix.py", "quick"), n)
 
 
-@pytest.mark.slow
 def test_mpiexec_eight_oversubscribed_ranks(jobs, no_leftover_segments):
     assert_all_ranks_pass(jobs.mpiexec(8, "_matrix.py", "quick"), 8)
 
