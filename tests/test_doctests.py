@@ -13,7 +13,7 @@ def _modules():
     names = ["synccl"]
     for info in pkgutil.walk_packages(synccl.__path__, "synccl."):
         names.append(info.name)
-    for sub in ("topologies", "collectives", "synth", "sim", "runtime"):
+    for sub in ("topologies", "collectives", "synth", "sim", "runtime", "bench"):
         pkg = importlib.import_module(f"synccl.{sub}")
         names.append(pkg.__name__)
         names.extend(info.name for info in pkgutil.walk_packages(pkg.__path__, f"synccl.{sub}."))

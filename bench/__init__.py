@@ -1,0 +1,48 @@
+"""Benchmarks in the style of nccl-tests.
+
+``synccl bench`` sweeps a collective over message sizes on synccl's runtime and, for comparison,
+on torch.distributed's gloo and on MPI's own collectives, printing nccl-tests' table (time, algbw,
+busbw, #wrong, out of place and in place). One timing loop (:func:`measure`) drives every
+:class:`Backend`; :func:`launch` starts the ranks under mpiexec and :func:`run_bench` is what each
+rank runs.
+"""
+
+from synccl.bench._backends import Backend, GlooBackend, MpiBackend, SynccclBackend, check_available, make_backend
+from synccl.bench._config import BACKENDS, COLLECTIVES, BenchConfig, nccl_type_name, parse_dtype
+from synccl.bench._launch import find_mpiexec, launch
+from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
+from synccl.bench._report import Record, comparison, float_cell, footer, header, plot, row, write_json
+from synccl.bench._runner import allocate, measure, run_bench, sweep
+
+__all__ = [
+    "BACKENDS",
+    "COLLECTIVES",
+    "Backend",
+    "BenchConfig",
+    "GlooBackend",
+    "Layout",
+    "MpiBackend",
+    "Record",
+    "SynccclBackend",
+    "allocate",
+    "check_available",
+    "comparison",
+    "count_wrong",
+    "expected_output",
+    "find_mpiexec",
+    "float_cell",
+    "footer",
+    "header",
+    "launch",
+    "layout",
+    "make_backend",
+    "measure",
+    "nccl_type_name",
+    "parse_dtype",
+    "plot",
+    "rank_input",
+    "row",
+    "run_bench",
+    "sweep",
+    "write_json",
+]

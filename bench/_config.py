@@ -1,0 +1,198 @@
+"""What one ``synccl bench`` run measures: the collective, sizes, data type, op and backends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import ml_dtypes
+import numpy as np
+
+from synccl.collectives import Collective, ReduceOp, library, parse_collective
+from synccl.sim import size_range
+
+__all__ = [
+    "BACKENDS",
+    "COLLECTIVES",
+    "BenchConfig",
+    "parse_dtype",
+    "nccl_type_name",
+]
+
+#: The collectives ``synccl bench`` measures.
+COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL, Collective.BROADCAST)
+#: Backends the benchmark can run: synccl's runtime, torch.distributed's gloo, MPI through mpi4py.
+BACKENDS = ("synccl", "gloo", "mpi")
+_OPS = ("sum", "prod", "min", "max", "avg")
+_AVERAGES = ("rank0", "avg", "min", "max")
+
+# nccl-tests type name -> numpy name; numpy names map to themselves.
+_NCCL_NAMES = {"half": "float16", "float": "float32", "double": "float64", "bfloat16": "bfloat16", "int8": "int8", "int32": "int32", "int64": "int64"}
+_ALIASES = {"float16": "float16", "float32": "float32", "float64": "float64", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp64": "float64"}
+_NUMPY = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "int8": np.dtype(np.int8), "int32": np.dtype(np.int32), "int64": np.dtype(np.int64)}
+
+Average = Literal["rank0", "avg", "min", "max"]
+
+
+def parse_dtype(name: str) -> np.dtype:
+    """The numpy dtype for an nccl-tests or numpy type name (``float``, ``half``, ``bfloat16``, ``int32``, ``float64`` ...).
+
+    bfloat16 is ``ml_dtypes.bfloat16``, the numpy spelling torch and JAX interoperate with.
+
+    Parameters
+    ----------
+    name : str
+        ``float``, ``half``, ``bfloat16``, ``double``, ``int8``, ``int32``, ``int64`` (nccl-tests) or
+        ``float32``, ``float16``, ``float64`` (numpy); ``fp16``/``bf16``/``fp32``/``fp64`` too.
+
+    Returns
+    -------
+    numpy.dtype
+        The element type.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+
+    Examples
+    --------
+    >>> parse_dtype("float"), parse_dtype("half"), parse_dtype("bfloat16").itemsize
+    (dtype('float32'), dtype('float16'), 2)
+    """
+    key = str(name).strip().lower()
+    canonical = _NCCL_NAMES.get(key) or _ALIASES.get(key)
+    if canonical is None:
+        valid = ", ".join(sorted({*_NCCL_NAMES, *_ALIASES}))
+        raise ValueError(f"bench: unknown data type {name!r}; valid: {valid}")
+    return _NUMPY[canonical]
+
+
+def nccl_type_name(dtype: np.dtype) -> str:
+    """The name nccl-tests prints in its ``type`` column.
+
+    >>> nccl_type_name(parse_dtype("float32")), nccl_type_name(parse_dtype("bf16"))
+    ('float', 'bfloat16')
+    """
+    name = np.dtype(dtype).name
+    return next(nccl for nccl, numpy_name in _NCCL_NAMES.items() if numpy_name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """One benchmark run: a sweep of one collective over sizes, timed on every backend in turn.
+
+    Parameters
+    ----------
+    collective : Collective or str
+        ``all_reduce``, ``all_gather``, ``reduce_scatter``, ``all_to_all`` or ``broadcast`` (any spelling
+        :func:`~synccl.collectives.parse_collective` accepts).
+    min_bytes, max_bytes, factor : int
+        Sizes ``min_bytes, min_bytes*factor, ...`` up to ``max_bytes`` (nccl-tests ``-b -e -f``), in
+        nccl-tests' convention (see :func:`~synccl.bench.layout`).
+    iters, warmup : int
+        Timed and untimed iterations per size and mode.
+    dtype : str
+        Element type (see :func:`parse_dtype`); stored by its numpy name.
+    op : str
+        ``sum``, ``prod``, ``min``, ``max`` or ``avg`` (reductions only).
+    root : int
+        Root rank of broadcast.
+    algorithm : str or None
+        synccl library algorithm (checked against :mod:`synccl.collectives.library`); ``None`` lets
+        the runtime choose by size.
+    registered : bool
+        synccl buffers from ``comm.empty`` (registered shared memory) instead of ordinary numpy arrays.
+    check : bool
+        Validate one extra run per size and mode against the numpy reference (nccl-tests ``-c``).
+    average : str
+        How the per-rank times combine (nccl-tests ``-a``): ``rank0``, ``avg``, ``min`` or ``max``.
+    backends : tuple of str
+        Backends in the order run; ratios in the comparison are the first one over each other one.
+    json_path, plot_path : str or None
+        Where rank 0 writes the records and the bus-bandwidth plot.
+    progress : bool
+        Show ``[all_reduce] 16MiB (7/12)`` on stderr while sweeping.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range or unknown.
+
+    Examples
+    --------
+    >>> config = BenchConfig("allreduce", min_bytes=4096, max_bytes=65536, factor=4, dtype="float")
+    >>> config.collective.value, config.sizes, config.dtype
+    ('all_reduce', (4096, 16384, 65536), 'float32')
+    >>> BenchConfig.from_json(config.to_json()) == config
+    True
+    """
+
+    collective: Collective
+    min_bytes: int = 32 << 20
+    max_bytes: int = 32 << 20
+    factor: int = 2
+    iters: int = 20
+    warmup: int = 5
+    dtype: str = "float32"
+    op: ReduceOp = "sum"
+    root: int = 0
+    algorithm: str | None = None
+    registered: bool = False
+    check: bool = True
+    average: Average = "max"
+    backends: tuple[str, ...] = field(default=("synccl",))
+    json_path: str | None = None
+    plot_path: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        coll = parse_collective(self.collective)
+        if coll not in COLLECTIVES:
+            raise ValueError(f"bench: cannot benchmark {coll.value!r}; valid: {', '.join(c.value for c in COLLECTIVES)}")
+        object.__setattr__(self, "collective", coll)
+        if self.algorithm is not None:
+            library.get(self.algorithm, coll)
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype).name)
+        object.__setattr__(self, "backends", tuple(self.backends))
+        size_range(self.min_bytes, self.max_bytes, factor=self.factor)
+        if self.iters < 1 or self.warmup < 0:
+            raise ValueError(f"bench: need iters >= 1 and warmup >= 0, got {self.iters!r} and {self.warmup!r}")
+        if self.op not in _OPS:
+            raise ValueError(f"bench: unknown op {self.op!r}; valid: {', '.join(_OPS)}")
+        if self.average not in _AVERAGES:
+            raise ValueError(f"bench: unknown average {self.average!r}; valid: {', '.join(_AVERAGES)}")
+        if self.root < 0:
+            raise ValueError(f"bench: root must be >= 0, got {self.root!r}")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or not self.backends or len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"bench: backends must be distinct names from {', '.join(BACKENDS)}, got {','.join(self.backends)!r}")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The message sizes in bytes, ascending."""
+        return tuple(size_range(self.min_bytes, self.max_bytes, factor=self.factor))
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The element type as a numpy dtype."""
+        return _NUMPY[self.dtype]
+
+    @property
+    def reduces(self) -> bool:
+        """Whether the collective combines values with :attr:`op`."""
+        return self.collective.is_combining
+
+    def to_json(self) -> str:
+        """This configuration as a JSON object (read back with :meth:`from_json`)."""
+        data = asdict(self)
+        data["collective"] = self.collective.value
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BenchConfig:
+        """The configuration :meth:`to_json` wrote."""
+        data = json.loads(text)
+        data["backends"] = tuple(data["backends"])
+        return cls(**data)

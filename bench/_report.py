@@ -1,0 +1,252 @@
+"""Benchmark records and how they are shown: nccl-tests' text table, a comparison, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from synccl.bench._config import BenchConfig, nccl_type_name, parse_dtype
+from synccl.units import format_size
+
+__all__ = [
+    "Record",
+    "float_cell",
+    "header",
+    "row",
+    "footer",
+    "comparison",
+    "write_json",
+    "plot",
+]
+
+# nccl-tests' column header: size, count, type, redop, root | out-of-place | in-place.
+_COLUMNS = "# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s"
+_SPANS = "# %10s  %12s  %8s  %6s  %6s           out-of-place                       in-place"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One measurement: a backend running one collective at one size, in place or not.
+
+    ``size_bytes`` and ``count`` follow nccl-tests (see :func:`~synccl.bench.layout`); ``time_us``
+    is the per-iteration time combined over ranks; ``wrong`` is ``None`` when not validated; ``op``
+    is ``None`` for collectives without reduction and ``root`` for collectives without root;
+    ``registered`` is ``None`` for backends other than synccl.
+    """
+
+    backend: str
+    collective: str
+    nranks: int
+    size_bytes: int
+    count: int
+    dtype: str
+    op: str | None
+    root: int | None
+    inplace: bool
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None
+    registered: bool | None = None
+    algorithm: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as the JSON object ``--json`` writes."""
+        return asdict(self)
+
+
+def float_cell(value: float, width: int) -> str:
+    """``value`` in at most ``width`` characters, as nccl-tests prints times and bandwidths.
+
+    Two decimals if they fit, then one, then none, then exponent notation.
+
+    Examples
+    --------
+    >>> float_cell(12.3456, 7), float_cell(12345.67, 7), float_cell(123456.7, 7), float_cell(12345678.0, 7)
+    ('  12.35', '12345.7', ' 123457', '1.2e+07')
+    """
+    for fmt in (".2f", ".1f", ".0f"):
+        text = f"{value:{width}{fmt}}"
+        if len(text) <= width:
+            return text
+    return f"{value:{width}{'.1e' if width >= 7 else '.0e'}}"
+
+
+def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devices: Sequence[tuple[int, int, str]]) -> str:
+    """The lines nccl-tests prints before its table, for one backend's sweep.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        The run.
+    backend : str
+        The backend's name.
+    version : str
+        The implementation and its version (``MPICH Version: 5.0.2``).
+    nranks : int
+        Number of ranks.
+    devices : sequence of (rank, pid, host)
+        One entry per rank.
+
+    Returns
+    -------
+    str
+        The header, without a trailing newline.
+
+    Examples
+    --------
+    >>> config = BenchConfig("all_reduce", min_bytes=8, max_bytes=64, backends=("mpi",))
+    >>> print(header(config, backend="mpi", version="MPICH Version: 5.0.2", nranks=1, devices=[(0, 42, "node1")]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    # synccl bench: mpi (MPICH Version: 5.0.2)
+    # Collective test starting: all_reduce
+    # nRanks 1 minBytes 8 maxBytes 64 step: 2(factor) warmup iters: 5 iters: 20 validation: 1 average: max
+    #
+    # Using devices
+    #  Rank  0 Pid     42 on      node1 cpu
+    #
+    #                                                              out-of-place                       in-place
+    #       size         count      type   redop    root     time   algbw   busbw  #wrong     time   algbw   busbw  #wrong
+    #        (B)    (elements)                               (us)  (GB/s)  (GB/s)             (us)  (GB/s)  (GB/s)
+    """
+    detail = ""
+    if backend == "synccl":
+        detail = f" ({'registered' if config.registered else 'unregistered'} buffers, algorithm {config.algorithm or 'auto'})"
+    lines = [
+        f"# synccl bench: {backend} ({version})",
+        f"# Collective test starting: {config.collective.value}{detail}",
+        f"# nRanks {nranks} minBytes {config.min_bytes} maxBytes {config.max_bytes} step: {config.factor}(factor) "
+        f"warmup iters: {config.warmup} iters: {config.iters} validation: {int(config.check)} average: {config.average}",
+        "#",
+        "# Using devices",
+        *(f"#  Rank {rank:2d} Pid {pid:6d} on {host:>10s} cpu" for rank, pid, host in devices),
+        "#",
+        _SPANS % (("",) * 5),
+        _COLUMNS % ("size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"),
+        _COLUMNS % ("(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", ""),
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def row(out_of_place: Record, in_place: Record) -> str:
+    """One table line: the size's columns, then the out-of-place and in-place results.
+
+    Examples
+    --------
+    >>> oop = Record("mpi", "all_reduce", 2, 4096, 1024, "float32", "sum", None, False, 12.5, 0.33, 0.33, 0)
+    >>> print(row(oop, oop))
+            4096          1024     float     sum      -1    12.50    0.33    0.33       0    12.50    0.33    0.33       0
+    """
+    root = -1 if out_of_place.root is None else out_of_place.root
+    type_name = nccl_type_name(parse_dtype(out_of_place.dtype))
+    line = f"{out_of_place.size_bytes:12d}  {out_of_place.count:12d}  {type_name:>8s}  {out_of_place.op or 'none':>6s}  {root:6d}"
+    for rec in (out_of_place, in_place):
+        wrong = "   N/A" if rec.wrong is None else f"{rec.wrong:6g}"
+        line += f"  {float_cell(rec.time_us, 7)}  {float_cell(rec.algbw_gbps, 6)}  {float_cell(rec.busbw_gbps, 6)}  {wrong}"
+    return line
+
+
+def footer(records: Sequence[Record], *, collective: str, backend: str) -> str:
+    """nccl-tests' closing lines: sizes with wrong values, average bus bandwidth.
+
+    Examples
+    --------
+    >>> rec = Record("mpi", "all_reduce", 2, 4096, 1024, "float32", "sum", None, False, 12.5, 0.33, 0.5, 0)
+    >>> print(footer([rec], collective="all_reduce", backend="mpi"))
+    # Out of bounds values : 0 OK
+    # Avg bus bandwidth    : 0.5
+    #
+    # Collective test concluded: all_reduce (mpi)
+    """
+    sizes_wrong = len({r.size_bytes for r in records if r.wrong})
+    average = statistics.fmean(r.busbw_gbps for r in records) if records else 0.0
+    return "\n".join(
+        [
+            f"# {'Out of bounds values':<20s} : {sizes_wrong} {'FAILED' if sizes_wrong else 'OK'}",
+            f"# {'Avg bus bandwidth':<20s} : {average:g}",
+            "#",
+            f"# Collective test concluded: {collective} ({backend})",
+        ]
+    )
+
+
+def comparison(records: Sequence[Record]) -> str:
+    """Bus bandwidth per size and backend, with the first backend's ratio over each other one.
+
+    A ratio above 1 means the first backend is faster. Out-of-place and in-place are shown in turn.
+
+    Examples
+    --------
+    >>> recs = [Record(b, "all_reduce", 2, 4096, 1024, "float32", "sum", None, ip, t, 4096 / t / 1e3, 4096 / t / 1e3, 0)
+    ...         for b, t in (("synccl", 10.0), ("mpi", 20.0)) for ip in (False, True)]
+    >>> print(comparison(recs))
+    #
+    # Comparison, busbw (GB/s); ratio = synccl / other (> 1: synccl faster)
+    #
+    # out-of-place
+    #       size   synccl      mpi   ratio
+            4096     0.41     0.20    2.00
+    #
+    # in-place
+    #       size   synccl      mpi   ratio
+            4096     0.41     0.20    2.00
+    """
+    backends = list(dict.fromkeys(r.backend for r in records))
+    first, others = backends[0], backends[1:]
+    lines = ["#", f"# Comparison, busbw (GB/s); ratio = {first} / other (> 1: {first} faster)"]
+    for inplace in (False, True):
+        table = {(r.backend, r.size_bytes): r for r in records if r.inplace is inplace}
+        lines += ["#", f"# {'in-place' if inplace else 'out-of-place'}"]
+        head = f"# {'size':>10s}  {first:>7s}" + "".join(f"  {b:>7s}   ratio" for b in others)
+        lines.append(head)
+        for size in sorted({s for _, s in table}):
+            ref = table.get((first, size))
+            line = f"{size:12d}  {float_cell(ref.busbw_gbps, 7) if ref else '-':>7s}"
+            for other in others:
+                rec = table.get((other, size))
+                ratio = float_cell(ref.busbw_gbps / rec.busbw_gbps, 6) if ref and rec and rec.busbw_gbps > 0 else "-"
+                line += f"  {float_cell(rec.busbw_gbps, 7) if rec else '-':>7s}  {ratio:>6s}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def write_json(records: Sequence[Record], path: str | Path) -> None:
+    """Write ``records`` to ``path`` as a JSON list of objects (see :class:`Record`)."""
+    Path(path).write_text(json.dumps([r.as_dict() for r in records], indent=2) + "\n")
+
+
+def plot(records: Sequence[Record], path: str | Path) -> None:
+    """Draw out-of-place bus bandwidth against size, log-x, one line per backend, to an image file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> recs = [Record("mpi", "all_reduce", 2, s, s // 4, "float32", "sum", None, False, 1.0, s / 1e3, s / 1e3, 0) for s in (1024, 4096)]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     plot(recs, os.path.join(d, "bw.png"))
+    ...     os.path.getsize(os.path.join(d, "bw.png")) > 0
+    True
+    """
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for backend in dict.fromkeys(r.backend for r in records):
+        points = sorted((r.size_bytes, r.busbw_gbps) for r in records if r.backend == backend and not r.inplace)
+        ax.plot([s for s, _ in points], [b for _, b in points], marker="o", label=backend)
+    sizes = sorted({r.size_bytes for r in records})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [format_size(s) for s in sizes], rotation=45, ha="right")
+    first = records[0]
+    ax.set_title(f"{first.collective}, {first.nranks} ranks, {first.dtype} (out of place)")
+    ax.set_xlabel("size")
+    ax.set_ylabel("bus bandwidth (GB/s)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

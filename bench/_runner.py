@@ -1,0 +1,265 @@
+"""The benchmark proper: one timing loop and one validation, shared by every backend.
+
+Runs inside an MPI job (``mpiexec -n N``): every rank calls :func:`run_bench`; rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from synccl.bench._backends import Backend, make_backend
+from synccl.bench._config import BenchConfig
+from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
+from synccl.bench._report import Record, comparison, footer, header, plot, row, write_json
+from synccl.collectives import Collective
+from synccl.sim import busbw_factor
+from synccl.units import format_size
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+__all__ = ["run_bench", "sweep", "allocate", "measure"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_bench(config: BenchConfig) -> list[Record]:
+    """Run ``config`` on every backend in turn; every rank of the MPI job must call it.
+
+    Rank 0 prints nccl-tests' table for each backend as sizes complete, then (with several
+    backends) a comparison, and writes ``config.json_path`` and ``config.plot_path``.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        What to measure.
+
+    Returns
+    -------
+    list of Record
+        Every measurement (the same on every rank), backend by backend, size by size,
+        out-of-place before in-place.
+
+    Raises
+    ------
+    ValueError
+        If the root is not a rank.
+    SyncclError
+        If a backend cannot start (e.g. ``synccl`` without the runtime).
+
+    Examples
+    --------
+    >>> recs = run_bench(BenchConfig("all_reduce", min_bytes=64, max_bytes=64, iters=1, warmup=0, backends=("mpi",)))
+    ... # doctest: +ELLIPSIS
+    # synccl bench: mpi (...)
+    ...
+    # Collective test concluded: all_reduce (mpi)
+    >>> [(r.size_bytes, r.inplace, r.wrong) for r in recs]
+    [(64, False, 0), (64, True, 0)]
+    """
+    from mpi4py import MPI
+
+    control = MPI.COMM_WORLD.Dup()
+    try:
+        rank, nranks = control.Get_rank(), control.Get_size()
+        if config.collective is Collective.BROADCAST and config.root >= nranks:
+            raise ValueError(f"bench: root {config.root} is not a rank of {nranks}")
+        devices = control.allgather((rank, os.getpid(), socket.gethostname()))
+        records: list[Record] = []
+        for name in config.backends:
+            backend = make_backend(name, control, config)
+            try:
+                if rank == 0:
+                    print(header(config, backend=name, version=backend.version, nranks=nranks, devices=devices), flush=True)
+                done = sweep(backend, config, control, on_row=_printer(rank == 0))
+            finally:
+                backend.close()
+            if rank == 0:
+                print(footer(done, collective=config.collective.value, backend=name), flush=True)
+            records += done
+        if rank == 0:
+            _finish(config, records)
+        return records
+    finally:
+        control.Free()
+
+
+def _printer(show: bool) -> Callable[[Record, Record], None] | None:
+    if not show:
+        return None
+    return lambda oop, ip: print(row(oop, ip), flush=True)
+
+
+def _finish(config: BenchConfig, records: list[Record]) -> None:
+    if len(config.backends) > 1:
+        print(comparison(records), flush=True)
+    if config.json_path:
+        write_json(records, config.json_path)
+    if config.plot_path:
+        plot(records, config.plot_path)
+
+
+def sweep(
+    backend: Backend,
+    config: BenchConfig,
+    control: MPI.Comm,
+    *,
+    on_row: Callable[[Record, Record], None] | None = None,
+) -> list[Record]:
+    """Measure every size of ``config`` on ``backend``, out of place then in place; collective.
+
+    Parameters
+    ----------
+    backend : Backend
+        The backend to time.
+    config : BenchConfig
+        Sizes, data type, op and iteration counts.
+    control : MPI.Comm
+        Communicator for barriers and for combining times and error counts.
+    on_row : callable, optional
+        Called with the out-of-place and in-place records of each size as they complete.
+
+    Returns
+    -------
+    list of Record
+        Two records per size.
+
+    Examples
+    --------
+    >>> from mpi4py import MPI
+    >>> config = BenchConfig("broadcast", min_bytes=1024, max_bytes=4096, iters=2, warmup=1, backends=("mpi",))
+    >>> backend = make_backend("mpi", MPI.COMM_WORLD, config)
+    >>> [(r.size_bytes, r.inplace, r.wrong) for r in sweep(backend, config, MPI.COMM_WORLD)][:3]
+    [(1024, False, 0), (1024, True, 0), (2048, False, 0)]
+    >>> backend.close()
+    """
+    records: list[Record] = []
+    sizes = config.sizes
+    itemsize = config.numpy_dtype.itemsize
+    buffers = allocate(backend, layout(config.collective, sizes[-1], backend.size, itemsize), config.numpy_dtype)
+    progress = config.progress and backend.rank == 0
+    for i, size in enumerate(sizes, start=1):
+        if progress:
+            sys.stderr.write(f"\r[{config.collective.value} {backend.name}] {format_size(size)} ({i}/{len(sizes)})\x1b[K")
+            sys.stderr.flush()
+        lay = layout(config.collective, size, backend.size, itemsize)
+        pair = [measure(backend, config, control, lay, buffers, inplace=inplace) for inplace in (False, True)]
+        logger.info("%s %s %s: %.2f us out of place, %.2f us in place", config.collective.value, backend.name, format_size(size), pair[0].time_us, pair[1].time_us)
+        if progress:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        if on_row is not None:
+            on_row(*pair)
+        records += pair
+    return records
+
+
+def allocate(backend: Backend, lay: Layout, dtype: np.dtype) -> tuple[Any, Any]:
+    """A send and a receive buffer for ``lay`` and every smaller size, as nccl-tests allocates them.
+
+    Collective (registered synccl memory is allocated by every rank together). In-place calls
+    use the larger of the two.
+
+    Examples
+    --------
+    >>> from mpi4py import MPI
+    >>> backend = make_backend("mpi", MPI.COMM_WORLD, BenchConfig("reduce_scatter", backends=("mpi",)))
+    >>> [len(b) for b in allocate(backend, layout(Collective.REDUCE_SCATTER, 4096, 1, 4), np.dtype(np.float32))]
+    [1024, 1024]
+    >>> backend.close()
+    """
+    return backend.empty(lay.send_count, dtype), backend.empty(lay.recv_count, dtype)
+
+
+def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layout, buffers: tuple[Any, Any], *, inplace: bool) -> Record:
+    """Time ``config.iters`` back-to-back calls at one size, then validate one more; collective.
+
+    The call works on the leading elements of ``buffers`` (from :func:`allocate`). Every rank
+    warms up, meets at a barrier, times the calls with the wall clock and averages them; the
+    per-rank averages combine as ``config.average`` says (the maximum by default). Validation
+    refills the input with :func:`~synccl.bench.rank_input` data, runs once and counts
+    mismatches against the numpy reference over all ranks.
+
+    Returns
+    -------
+    Record
+        The measurement.
+
+    Examples
+    --------
+    >>> from mpi4py import MPI
+    >>> config = BenchConfig("all_gather", iters=2, warmup=1, dtype="bfloat16", backends=("mpi",))
+    >>> backend = make_backend("mpi", MPI.COMM_WORLD, config)
+    >>> lay = layout(config.collective, 4096, backend.size, 2)
+    >>> rec = measure(backend, config, MPI.COMM_WORLD, lay, allocate(backend, lay, config.numpy_dtype), inplace=True)
+    >>> rec.size_bytes, rec.dtype, rec.wrong, rec.time_us > 0
+    (4096, 'bfloat16', 0, True)
+    >>> backend.close()
+    """
+    dtype, rank = config.numpy_dtype, backend.rank
+    send_all, recv_all = buffers
+    if inplace:
+        whole = recv_all if len(recv_all) >= lay.inplace_count else send_all
+        recv = whole[: lay.inplace_count]
+        send = recv[lay.input_slot(rank)]
+    else:
+        send, recv = send_all[: lay.send_count], recv_all[: lay.recv_count]
+    data = rank_input(lay, rank, dtype, config.op)
+    np.copyto(backend.numpy(send), data)
+
+    def call() -> Any:
+        return backend.run(config.collective, send, recv, inplace=inplace, op=config.op, root=config.root)
+
+    seconds = _timed(call, config, control)
+    wrong = None
+    if config.check:
+        if not inplace:
+            backend.numpy(recv).fill(0)
+        np.copyto(backend.numpy(send), data)
+        got = backend.numpy(call())
+        want = expected_output(lay, rank, dtype, config.op, config.root)
+        wrong = int(control.allreduce(count_wrong(got, want, op=config.op, reduces=config.reduces)))
+    algbw = lay.size_bytes / seconds / 1e9 if seconds > 0 else 0.0
+    synccl = backend.name == "synccl"
+    return Record(
+        backend=backend.name,
+        collective=config.collective.value,
+        nranks=backend.size,
+        size_bytes=lay.size_bytes,
+        count=lay.count,
+        dtype=config.dtype,
+        op=config.op if config.reduces else None,
+        root=config.root if config.collective is Collective.BROADCAST else None,
+        inplace=inplace,
+        time_us=seconds * 1e6,
+        algbw_gbps=algbw,
+        busbw_gbps=algbw * busbw_factor(config.collective, backend.size),
+        wrong=wrong,
+        registered=config.registered if synccl else None,
+        algorithm=config.algorithm if synccl else None,
+    )
+
+
+def _timed(call: Callable[[], Any], config: BenchConfig, control: MPI.Comm) -> float:
+    from mpi4py import MPI
+
+    for _ in range(config.warmup):
+        call()
+    control.Barrier()
+    start = perf_counter()
+    for _ in range(config.iters):
+        call()
+    local = (perf_counter() - start) / config.iters
+    if config.average == "rank0":
+        return float(control.bcast(local, root=0))
+    if config.average == "avg":
+        return float(control.allreduce(local, op=MPI.SUM)) / control.Get_size()
+    return float(control.allreduce(local, op=MPI.MIN if config.average == "min" else MPI.MAX))

@@ -1,0 +1,98 @@
+"""`synccl bench` end to end: real ranks under mpiexec, each backend checked against the numpy reference."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import synccl
+from synccl.bench import check_available, find_mpiexec
+from synccl.cli import main
+from synccl.exceptions import SyncclError
+
+MATRIX = Path(__file__).with_name("_matrix.py")
+RECORD_KEYS = {"backend", "collective", "nranks", "size_bytes", "count", "dtype", "op", "time_us", "algbw_gbps", "busbw_gbps", "wrong", "inplace"}
+SWEEP = ["--nranks", "2", "-b", "4K", "-e", "64K", "-f", "4", "-n", "2", "-w", "1"]
+
+
+def table_rows(out):
+    return [line.split() for line in out.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def check_sweep(out, records, backends):
+    assert [r["backend"] for r in records] == [b for b in backends for _ in range(6)]
+    assert all(RECORD_KEYS <= set(r) for r in records)
+    assert [r["size_bytes"] for r in records[:6]] == [4096, 4096, 16384, 16384, 65536, 65536]
+    assert all(r["wrong"] == 0 and r["time_us"] > 0 and r["nranks"] == 2 for r in records)
+    for backend in backends:
+        assert f"# Collective test concluded: all_reduce ({backend})" in out
+    assert "# Comparison, busbw (GB/s)" in out and out.count("# Out of bounds values : 0 OK") == len(backends)
+
+
+def test_gloo_and_mpi_sweep_through_the_cli(capfd, tmp_path):
+    path, png = tmp_path / "out.json", tmp_path / "bw.png"
+    code = main(["bench", "allreduce", *SWEEP, "--backends", "mpi", "--compare", "gloo", "--json", str(path), "--plot", str(png), "--progress"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    check_sweep(out, json.loads(path.read_text()), ["mpi", "gloo"])
+    assert "[all_reduce gloo] 64KiB (3/3)" in err and png.read_bytes()[:4] == b"\x89PNG"
+    assert len(table_rows(out)) == 2 * 3 + 2 * 3  # two tables of three sizes, then the comparison's rows
+
+
+def test_synccl_compared_with_gloo_and_mpi(capfd, tmp_path):
+    path = tmp_path / "out.json"
+    code = main(["bench", "allreduce", *SWEEP, "--compare", "gloo,mpi", "--json", str(path)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    check_sweep(out, json.loads(path.read_text()), ["synccl", "gloo", "mpi"])
+
+
+def test_runs_as_ranks_of_an_existing_mpi_job(tmp_path):
+    path = tmp_path / "out.json"
+    command = [find_mpiexec(), "-n", "2", sys.executable, "-m", "synccl", "bench", "broadcast", "-r", "1", "-b", "1K", "-e", "1K", "-n", "1", "-w", "0", "--backends", "mpi", "-d", "int8", "--json", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    assert rows == [rows[0]] and rows[0][:5] == ["1024", "1024", "int8", "none", "1"]  # rank 0 alone prints
+    assert [r["root"] for r in json.loads(path.read_text())] == [1, 1]
+
+
+def test_bad_input_is_one_line(capsys):
+    assert main(["bench", "gather", "--nranks", "2", "--backends", "mpi"]) == 2
+    assert capsys.readouterr().err.strip() == "synccl bench: error: bench: cannot benchmark 'gather'; valid: all_reduce, all_gather, reduce_scatter, all_to_all, broadcast"
+
+
+def test_errors_inside_the_job_are_reported_once(capfd):
+    assert main(["bench", "broadcast", "--nranks", "2", "-r", "5", "-b", "1K", "-e", "1K", "--backends", "mpi"]) == 2
+    assert capfd.readouterr().err.count("synccl bench: error: bench: root 5 is not a rank of 2") == 1
+
+
+def test_missing_mpiexec_is_reported(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["bench", "allreduce", "--nranks", "2", "--backends", "mpi"]) == 2
+    assert "needs mpiexec" in capsys.readouterr().err
+
+
+def test_synccl_backend_without_runtime_is_reported(monkeypatch):
+    monkeypatch.delattr(synccl, "init", raising=False)
+    with pytest.raises(SyncclError, match="synccl.init"):
+        check_available(("synccl", "mpi"))
+
+
+BACKEND_CASES = [
+    pytest.param("mpi", id="mpi"),
+    pytest.param("gloo", id="gloo"),
+    pytest.param("synccl", id="synccl"),
+    pytest.param("synccl --registered", id="synccl-registered"),
+]
+
+
+@pytest.mark.parametrize("nranks", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKEND_CASES)
+def test_every_collective_dtype_and_op_is_correct(backend, nranks):
+    command = [find_mpiexec(), "-n", str(nranks), sys.executable, str(MATRIX), *backend.split()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr

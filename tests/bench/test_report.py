@@ -1,0 +1,102 @@
+"""nccl-tests' text layout, the comparison, JSON records and the plot."""
+
+import json
+import re
+
+import pytest
+
+from synccl.bench import BenchConfig, Record, comparison, float_cell, footer, header, plot, row, write_json
+
+RECORD_KEYS = {"backend", "collective", "nranks", "size_bytes", "count", "dtype", "op", "time_us", "algbw_gbps", "busbw_gbps", "wrong", "inplace"}
+
+
+def record(backend="mpi", size=4096, inplace=False, time_us=10.0, wrong=0, **kw):
+    algbw = size / time_us / 1e3
+    fields = dict(collective="all_reduce", nranks=2, count=size // 4, dtype="float32", op="sum", root=None)
+    fields.update(kw)
+    return Record(backend, size_bytes=size, inplace=inplace, time_us=time_us, algbw_gbps=algbw, busbw_gbps=algbw, wrong=wrong, **fields)
+
+
+@pytest.mark.parametrize(
+    ("value", "width", "text"),
+    [(0.5, 6, "  0.50"), (123.456, 6, "123.46"), (1234.5, 6, "1234.5"), (123456.0, 6, "123456"), (1234567.0, 6, " 1e+06"), (12345678.0, 7, "1.2e+07")],
+)
+def test_float_cell_matches_nccl_tests_getfloatstr(value, width, text):
+    assert float_cell(value, width) == text
+
+
+def test_row_columns_line_up_with_the_header():
+    config = BenchConfig("all_reduce", min_bytes=4096, max_bytes=4096)
+    head = header(config, backend="synccl", version="synccl 0.1.0", nranks=2, devices=[(0, 1, "a"), (1, 2, "a")]).splitlines()
+    line = row(record(), record(inplace=True, wrong=None))
+    names = head[-2]
+    # Every column ends where its header ends, as in nccl-tests' fixed-width printf layout.
+    ends = [m.end() for m in re.finditer(r"\S+", names)][1:]
+    cells = [m.end() for m in re.finditer(r"\S+", line)]
+    assert ends == cells
+    assert names.split()[1:] == ["size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"]
+    assert "out-of-place" in head[-3] and "in-place" in head[-3] and head[-1].split()[1:3] == ["(B)", "(elements)"]
+
+
+def test_header_names_the_run():
+    config = BenchConfig("reduce_scatter", min_bytes=8, max_bytes=256 << 20, registered=True, algorithm="ring")
+    text = header(config, backend="synccl", version="synccl 0.1.0", nranks=4, devices=[(r, 100 + r, "h") for r in range(4)])
+    assert "# Collective test starting: reduce_scatter (registered buffers, algorithm ring)" in text
+    assert "nRanks 4 minBytes 8 maxBytes 268435456 step: 2(factor) warmup iters: 5 iters: 20 validation: 1" in text
+    assert text.count("#  Rank") == 4
+
+
+def test_row_fields():
+    line = row(record(dtype="bfloat16", count=2048, collective="all_gather", op=None), record(inplace=True, wrong=None))
+    size, count, dtype, op, root, *rest = line.split()
+    assert (size, count, dtype, op, root) == ("4096", "2048", "bfloat16", "none", "-1")
+    assert rest[3] == "0" and rest[-1] == "N/A" and len(rest) == 8
+
+
+def test_row_prints_broadcast_root():
+    assert row(record(root=3, op=None), record(root=3, op=None)).split()[4] == "3"
+
+
+def test_footer_counts_sizes_with_errors():
+    recs = [record(wrong=0), record(inplace=True, wrong=5), record(size=8192, wrong=1)]
+    text = footer(recs, collective="all_reduce", backend="mpi")
+    assert "# Out of bounds values : 2 FAILED" in text and "Collective test concluded: all_reduce (mpi)" in text
+
+
+def test_comparison_ratios_are_first_over_other():
+    recs = [record(b, size=s, inplace=ip, time_us=t * s / 4096) for b, t in (("synccl", 10.0), ("gloo", 40.0), ("mpi", 20.0)) for s in (4096, 8192) for ip in (False, True)]
+    lines = comparison(recs).splitlines()
+    assert lines[1] == "# Comparison, busbw (GB/s); ratio = synccl / other (> 1: synccl faster)"
+    heads = [ln for ln in lines if "size" in ln]
+    assert len(heads) == 2 and heads[0].split()[1:] == ["size", "synccl", "gloo", "ratio", "mpi", "ratio"]
+    data = [ln.split() for ln in lines if not ln.startswith("#")]
+    assert len(data) == 4 and all(d[3] == "4.00" and d[5] == "2.00" for d in data)
+
+
+def test_json_records_have_the_documented_keys(tmp_path):
+    path = tmp_path / "out.json"
+    write_json([record(), record(inplace=True)], path)
+    data = json.loads(path.read_text())
+    assert len(data) == 2 and all(RECORD_KEYS <= set(d) for d in data) and data[1]["inplace"] is True
+
+
+def test_plot_writes_a_png(tmp_path):
+    path = tmp_path / "bw.png"
+    plot([record(b, size=s) for b in ("synccl", "mpi") for s in (4096, 65536)], path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_markdown_has_sweep_and_large_tables():
+    from synccl.bench.allreduce_table import COLUMNS, markdown
+    from synccl.collectives import Collective
+
+    columns = list(COLUMNS)
+    sweep = {c: [record(c, size=s, inplace=ip, time_us=10.0 * s / 4096) for s in (4096, 16384) for ip in (False, True)] for c in columns}
+    large = {Collective.ALL_GATHER: {c: [record(c, size=64 << 20, collective="all_gather", inplace=ip) for ip in (False, True)] for c in columns}}
+    text = markdown(sweep, large, columns, inplace=False, meta="measured today")
+    lines = text.splitlines()
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert lines[0] == "### all_reduce, 2 ranks, float32 sum, out of place" and "measured today" in text
+    assert table[0].count("|") == 8 and "synccl, registered / MPI" in table[0] and "synccl, registered / gloo" in table[0]
+    assert [ln.split(" | ")[0] for ln in table] == ["| size", "| 4KiB", "| 16KiB", "| collective", "| all_gather"]
+    assert table[1].endswith("| 1.00× | 1.00× |")
