@@ -23,7 +23,7 @@ from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
 from synccl.exceptions import CommError, SyncclError
 from synccl.runtime._buffers import as_array, dtype_code, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
-from synccl.runtime._executor import Waiter, execute
+from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
 from synccl.runtime._selection import build_program, choose
@@ -257,7 +257,10 @@ class Communicator:
     def _repeat(self, key: tuple, *objects: Any) -> bool:
         """Run a call prepared earlier for these very buffer objects; False if there is none."""
         call = self._calls.get(key)
-        if call is None or not _identical(call.objects, objects):
+        if call is None:
+            return False
+        known = call.objects
+        if len(known) != len(objects) or any(a is not b for a, b in zip(known, objects)):  # noqa: B905 - lengths checked
             return False
         self._launch(call)
         return True
@@ -325,6 +328,7 @@ class Communicator:
                     world.sender(step.send_peer, step.lane) if step.send_peer is not None else None,
                     world.locate(step.src) if step.lend and step.send_peer in world.local_index else None,
                 )
+        prepare(plan)
         base = _signature(program.collective, count, dtype, op, extra) if self.config.check_calls else 0
         return _Call(program, plan, base, REDUCE_OPS[op], label, average)
 
@@ -338,11 +342,10 @@ class Communicator:
             raise CommError(f"{call.label}: the communicator is unusable after an earlier failure ({self.world.broken})", rank=self.rank, op=call.label)
         self._seq += 1
         signature = (call.signature + self._seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if call.signature else 0
-        label = f"{call.label} #{self._seq}"
         try:
-            execute(call.plan, self.world, combine=call.combine, signature=signature, check_signature=self.config.check_calls, timeout_s=self.config.timeout_s, label=label)
+            execute(call.plan, self.world, call.combine, signature, self.config.check_calls, self.config.timeout_s, call.label, self._seq)
             if call.plan.lends:
-                self._drain(call.plan, label)
+                self._drain(call.plan, f"{call.label} #{self._seq}")
         except CommError as err:
             self.world.abort(str(err))
             raise

@@ -22,7 +22,7 @@ from synccl.exceptions import CommError
 from synccl.runtime._plan import RankPlan, Step
 from synccl.runtime._shm import BY_REFERENCE
 
-__all__ = ["Sender", "Receiver", "Transports", "Waiter", "execute"]
+__all__ = ["Sender", "Receiver", "Transports", "Waiter", "execute", "prepare"]
 
 
 class Sender(Protocol):
@@ -100,14 +100,18 @@ class Waiter:
 def execute(
     plan: RankPlan,
     transports: Transports,
-    *,
     combine: np.ufunc,
     signature: int,
     check_signature: bool,
     timeout_s: float,
-    label: str,
+    collective: str,
+    seq: int,
 ) -> None:
-    """Run ``plan`` to completion on this rank, or raise :class:`CommError`."""
+    """Run ``plan`` (call number ``seq`` of ``collective``) to completion on this rank, or raise :class:`CommError`.
+
+    Positional arguments only: this is the hot path of every call.
+    """
+    label = f"{collective} #{seq}"
     channels = plan.channels
     position = [0] * len(channels)  # steps completed per channel (dependencies count these)
     active = [k for k, ch in enumerate(channels) if ch]
@@ -139,7 +143,7 @@ def execute(
                 send = step.sender
                 if send is not None and not send.ready():
                     break
-                _run(step, recv, send, transports, combine, signature, check, me, label)
+                step.handler(step, recv, send, transports, combine, signature, check, me, label)
                 pos += 1
                 position[k] = pos
                 progressed = True
@@ -168,46 +172,64 @@ def _incoming(step: Step, recv: Receiver, transports: Transports, check: int | N
     return None
 
 
-def _run(step: Step, recv: Receiver | None, send: Sender | None, transports: Transports, combine: np.ufunc, signature: int, check: int | None, me: int, label: str) -> None:
-    op = step.op
-    if op is Op.COPY:
-        if step.dst_bytes is not None and step.src_bytes is not None:
-            step.dst_bytes[:] = step.src_bytes
-        else:
-            np.copyto(step.dst, step.src)
-    elif op is Op.REDUCE:
-        combine(step.dst, step.src, out=step.dst)
-    elif op is Op.SEND:
-        if step.lent_at is not None:
-            send.publish(step.nbytes, signature, BY_REFERENCE, *step.lent_at)
-            return
-        if step.src_bytes is not None:
-            step.outbox_bytes[send.index()][:] = step.src_bytes
-        else:
-            np.copyto(step.outbox[send.index()], step.src)
-        send.publish(step.nbytes, signature)
-    elif op is Op.NOP:
-        return
+def _copy(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    if step.dst_bytes is not None and step.src_bytes is not None:
+        step.dst_bytes[:] = step.src_bytes
     else:
-        data = _incoming(step, recv, transports, check, me, label)
-        if data is None:
-            if op is Op.RECV and step.dst_bytes is not None:
-                step.dst_bytes[:] = step.inbox_bytes[recv.index()]
-                recv.release()
-                return
-            data = step.inbox[recv.index()]
-        if op is Op.RECV:
-            np.copyto(step.dst, data)
-        elif op is Op.RECV_REDUCE_COPY:
-            combine(step.src, data, out=step.dst)
-        elif op is Op.RECV_COPY_SEND:
-            np.copyto(step.dst, data)
-            np.copyto(step.outbox[send.index()], data)
-        elif op is Op.RECV_REDUCE_SEND:
-            combine(step.src, data, out=step.outbox[send.index()])
-        else:  # RECV_REDUCE_COPY_SEND
-            combine(step.src, data, out=step.dst)
-            np.copyto(step.outbox[send.index()], step.dst)
-        recv.release()
-        if op.sends:
-            send.publish(step.nbytes, signature)
+        np.copyto(step.dst, step.src)
+
+
+def _reduce(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    combine(step.dst, step.src, out=step.dst)
+
+
+def _send(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    if step.lent_at is not None:
+        send.publish(step.nbytes, signature, BY_REFERENCE, *step.lent_at)
+        return
+    if step.src_bytes is not None:
+        step.outbox_bytes[send.index()][:] = step.src_bytes
+    else:
+        np.copyto(step.outbox[send.index()], step.src)
+    send.publish(step.nbytes, signature)
+
+
+def _nop(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    return None
+
+
+def _receive(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    op = step.op
+    data = _incoming(step, recv, transports, check, me, label)
+    if data is None:
+        if op is Op.RECV and step.dst_bytes is not None:
+            step.dst_bytes[:] = step.inbox_bytes[recv.index()]
+            recv.release()
+            return
+        data = step.inbox[recv.index()]
+    if op is Op.RECV:
+        np.copyto(step.dst, data)
+    elif op is Op.RECV_REDUCE_COPY:
+        combine(step.src, data, out=step.dst)
+    elif op is Op.RECV_COPY_SEND:
+        np.copyto(step.dst, data)
+        np.copyto(step.outbox[send.index()], data)
+    elif op is Op.RECV_REDUCE_SEND:
+        combine(step.src, data, out=step.outbox[send.index()])
+    else:  # RECV_REDUCE_COPY_SEND
+        combine(step.src, data, out=step.dst)
+        np.copyto(step.outbox[send.index()], step.dst)
+    recv.release()
+    if send is not None:
+        send.publish(step.nbytes, signature)
+
+
+#: What each opcode does; the plan stores the handler in each step (see :func:`prepare`).
+_HANDLERS = {Op.COPY: _copy, Op.REDUCE: _reduce, Op.SEND: _send, Op.NOP: _nop}
+
+
+def prepare(plan: RankPlan) -> None:
+    """Give every step of ``plan`` its handler, once, so the loop does no opcode dispatch."""
+    for steps in plan.channels:
+        for step in steps:
+            step.handler = _HANDLERS.get(step.op, _receive)

@@ -156,6 +156,7 @@ class Step:
     src_bytes: memoryview | None = None
     dst_bytes: memoryview | None = None
     shape: tuple[int, ...] = field(default=())
+    handler: object = None  # the executor's function for ``op``
 
     def bind(self, receiver: object, sender: object, lent_at: tuple[int, int] | None) -> None:
         """Attach the connection ends and prepare the views the executor uses."""
