@@ -1,12 +1,16 @@
 """synccl end to end, as far as the project goes today.
 
 topology -> (DSL | library) -> Program -> verify -> simulate against the lower bound
--> run in the reference interpreter and check against numpy.
+-> run in the reference interpreter -> run on real local ranks -> benchmark against MPI and gloo.
 
 Run with ``make demo`` (or ``python examples/demo.py``).
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +20,8 @@ from synccl.sim import simulate
 from synccl.synth import lower_bound
 from synccl.topologies import get_topology
 from synccl.units import format_size
+
+__all__ = ["main"]
 
 SIZES = (1 << 10, 1 << 20, 64 << 20)
 
@@ -68,7 +74,12 @@ def main() -> None:
         got = run_reference(prog, inputs)
         err = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
         print(f"   {label:28} {err:.2e}")
-    print("\nNext: the multi-process CPU runtime (shared memory + MPI) runs these same Programs on real ranks.")
+
+    mpiexec = str(Path(sys.executable).with_name("mpiexec"))
+    print("\n5. Ran a DSL-written ring allreduce on 4 real processes (mpiexec, shared memory):")
+    subprocess.run([mpiexec, "-n", "4", sys.executable, str(Path(__file__).with_name("ring_on_ranks.py"))], check=True)
+    print("\n6. Benchmarked allreduce on 2 ranks against MPI and gloo (synccl bench --compare gloo,mpi):")
+    subprocess.run([sys.executable, "-m", "synccl", "bench", "allreduce", "--nranks", "2", "-b", "4K", "-e", "16M", "-f", "16", "-n", "10", "-w", "3", "--compare", "gloo,mpi", "--no-progress"], check=True)
 
 
 if __name__ == "__main__":
