@@ -10,11 +10,22 @@ import numpy as np
 from synccl.collectives._spec import Collective, parse_collective
 from synccl.exceptions import CollectiveError
 
-__all__ = ["ReduceOp", "REDUCE_OPS", "reduce_arrays", "expected_outputs"]
+__all__ = ["ReduceOp", "REDUCE_OPS", "BITWISE_OPS", "reduce_arrays", "expected_outputs"]
 
-ReduceOp = Literal["sum", "prod", "min", "max", "avg"]
-#: Elementwise combiners; ``avg`` combines as a sum and divides by the rank count at the end.
-REDUCE_OPS = {"sum": np.add, "prod": np.multiply, "min": np.minimum, "max": np.maximum, "avg": np.add}
+ReduceOp = Literal["sum", "prod", "min", "max", "avg", "band", "bor", "bxor"]
+#: Elementwise combiners; ``avg`` combines as a sum and divides by the rank count at the end;
+#: the bitwise ones apply to integers and bools.
+REDUCE_OPS = {
+    "sum": np.add,
+    "prod": np.multiply,
+    "min": np.minimum,
+    "max": np.maximum,
+    "avg": np.add,
+    "band": np.bitwise_and,
+    "bor": np.bitwise_or,
+    "bxor": np.bitwise_xor,
+}
+BITWISE_OPS = frozenset({"band", "bor", "bxor"})
 
 
 def reduce_arrays(arrays: Sequence[np.ndarray], op: ReduceOp = "sum") -> np.ndarray:

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
+from synccl.collectives._oracle import BITWISE_OPS
 from synccl.exceptions import CommError, SyncclError
+from synccl.runtime import _p2p as p2p
 from synccl.runtime._buffers import as_array, dtype_code, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._executor import Waiter, execute, prepare
@@ -232,6 +234,15 @@ class Communicator:
         self._run(Collective.SCATTER, send, recv, share=recv.size, root=root, algorithm=algorithm)
         return recvbuf
 
+    def send(self, buf: Any, dst: int) -> None:
+        """Send ``buf`` to rank ``dst`` (which must call :meth:`recv` with a buffer of the same size)."""
+        p2p.send(self.world, as_array(buf, name="buf", op="send", writable=False), dst, timeout_s=self.config.timeout_s)
+
+    def recv(self, buf: Any, src: int) -> Any:
+        """Receive from rank ``src`` into ``buf`` and return it."""
+        p2p.recv(self.world, as_array(buf, name="buf", op="recv", writable=True), src, timeout_s=self.config.timeout_s)
+        return buf
+
     def barrier(self) -> None:
         """Return once every rank has entered the barrier."""
         self.allreduce(np.zeros(1, dtype=np.int8), algorithm="one_shot" if self.world.nnodes == 1 else None)
@@ -296,8 +307,10 @@ class Communicator:
         label = collective.value
         if op not in REDUCE_OPS:
             raise CommError(f"{label}: unknown op {op!r}; valid: {', '.join(REDUCE_OPS)}", rank=self.rank, op=label)
-        if collective.is_combining and send.dtype == np.bool_ and op not in ("min", "max"):
-            raise CommError(f"{label}: op {op!r} is not defined on bool; use min or max", rank=self.rank, op=label)
+        if collective.is_combining and send.dtype == np.bool_ and op not in ("min", "max", *BITWISE_OPS):
+            raise CommError(f"{label}: op {op!r} is not defined on bool; use min, max, band, bor or bxor", rank=self.rank, op=label)
+        if collective.is_combining and op in BITWISE_OPS and not (np.issubdtype(send.dtype, np.integer) or send.dtype == np.bool_):
+            raise CommError(f"{label}: op {op!r} needs integers or bools, got {send.dtype}", rank=self.rank, op=label)
         inplace = _same_memory(send, recv)
         nbytes = max(send.nbytes, recv.nbytes)
         try:
@@ -319,6 +332,9 @@ class Communicator:
             largest = int(self.allreduce(np.array([largest], dtype=np.int64), op="max")[0])
         tiles = tile_count(program, largest, dtype.itemsize, self.config.slice_bytes)
         check_capacity(program, self.config.slots)
+        lanes = 1 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
+        if lanes > self.world.p2p_lane:
+            raise CommError(f"{program.name}: uses {lanes} lanes but SYNCCL_MAX_LANES={self.config.max_lanes} leaves {self.world.p2p_lane} for collectives", rank=self.rank, op=label)
         plan = compile_plan(program, self.rank, layout, buffers, tiles=tiles, registered=registered)
         world = self.world
         for steps in plan.channels:

@@ -115,6 +115,11 @@ class World:
         return self.peer_regions[peer, region][offset : offset + nbytes]
 
     # -- connections -------------------------------------------------------------------------
+    @property
+    def p2p_lane(self) -> int:
+        """The lane of point-to-point messages (the last one; collectives use the others)."""
+        return self.config.max_lanes - 1
+
     def _check_lane(self, peer: int, lane: int) -> None:
         if not 0 <= lane < self.config.max_lanes:
             raise CommError(f"rank {self.rank}: lane {lane} towards rank {peer} exceeds SYNCCL_MAX_LANES={self.config.max_lanes}")
