@@ -5,8 +5,8 @@ the group's store) and one worker thread that runs its operations in issue order
 ``async_op=True`` is truly asynchronous and several operations may be in flight. Tensors move in
 place when contiguous; non-contiguous ones go through a contiguous copy.
 
-A failed operation raises from ``Work.wait()`` and from every later call on the group. Its
-future still completes with its tensors: torch 2.13's DDP crashes on a future that completes
+A failed operation raises from ``Work.wait()``; after a communication failure (not a bad
+argument) every later call on the group raises too. The future still completes with its tensors: torch 2.13's DDP crashes on a future that completes
 with an exception, so the error is reported through Python instead.
 """
 
@@ -140,7 +140,8 @@ class SynccclProcessGroup(dist.ProcessGroup):
                     run()
                 except BaseException as err:  # noqa: BLE001 - handed to the caller through Work
                     error = err if isinstance(err, CommError) else CommError(f"synccl backend: {err}")
-                    self._failure = error
+                    if self.comm.world.broken:  # communication failed: the group is unusable
+                        self._failure = error
             work.finish(error)
 
     def _submit(self, run: Callable[[], None], result: Any) -> _Work:

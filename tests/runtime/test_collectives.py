@@ -1,8 +1,11 @@
 """Every collective x algorithm x size, dtypes and ops, against numpy, on real processes."""
 
 import re
+from pathlib import Path
 
 import pytest
+
+MATRIX = Path(__file__).with_name("_matrix.py")
 
 
 def assert_all_ranks_pass(proc, n):
@@ -16,21 +19,21 @@ def assert_all_ranks_pass(proc, n):
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_mpiexec(n, jobs, no_leftover_segments):
-    assert_all_ranks_pass(jobs.mpiexec(n, "_matrix.py", "quick"), n)
+    assert_all_ranks_pass(jobs.mpiexec(n, MATRIX, "quick"), n)
 
 
 def test_mpiexec_eight_oversubscribed_ranks(jobs, no_leftover_segments):
-    assert_all_ranks_pass(jobs.mpiexec(8, "_matrix.py", "quick"), 8)
+    assert_all_ranks_pass(jobs.mpiexec(8, MATRIX, "quick"), 8)
 
 
 def test_mpiexec_several_mib_and_uneven_sizes(jobs, no_leftover_segments):
-    assert_all_ranks_pass(jobs.mpiexec(2, "_matrix.py", "full"), 2)
+    assert_all_ranks_pass(jobs.mpiexec(2, MATRIX, "full"), 2)
 
 
 def test_two_nodes_of_two_on_one_machine(jobs, no_leftover_segments):
     """Shared memory inside each declared node, MPI between them."""
-    assert_all_ranks_pass(jobs.mpiexec(4, "_matrix.py", "quick", env={"SYNCCL_LOCAL_SIZE": "2"}), 4)
+    assert_all_ranks_pass(jobs.mpiexec(4, MATRIX, "quick", env={"SYNCCL_LOCAL_SIZE": "2"}), 4)
 
 
 def test_torchrun(jobs, no_leftover_segments):
-    assert_all_ranks_pass(jobs.torchrun(2, "_matrix.py", "quick"), 2)
+    assert_all_ranks_pass(jobs.torchrun(2, MATRIX, "quick"), 2)

@@ -3,6 +3,7 @@
 import os
 import stat
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import synccl
 from synccl.exceptions import CommError, VerificationError
 from synccl.runtime import register_program, remove_stale_segments
 from synccl.runtime._shm import SHM_DIR, Segment
+
+FAILURES = Path(__file__).with_name("_failures.py")
 
 
 def finish(procs, timeout=60):
@@ -27,7 +30,7 @@ def finish(procs, timeout=60):
 
 def test_killed_rank_makes_the_others_raise(jobs, no_leftover_segments):
     start = time.monotonic()
-    procs = jobs.spawn(3, "_failures.py", "kill", env={"TEST_TIMEOUT": "30"})
+    procs = jobs.spawn(3, FAILURES, "kill", env={"TEST_TIMEOUT": "30"})
     outs = finish(procs)
     elapsed = time.monotonic() - start
     assert outs[1][0] == -9
@@ -47,7 +50,7 @@ def test_killed_rank_makes_the_others_raise(jobs, no_leftover_segments):
     ],
 )
 def test_mismatched_calls_raise(jobs, scenario, fragment, no_leftover_segments):
-    outs = finish(jobs.spawn(2, "_failures.py", scenario))
+    outs = finish(jobs.spawn(2, FAILURES, scenario))
     messages = [out for _, out, _ in outs]
     assert any(fragment in m for m in messages), [(c, o, e[-800:]) for c, o, e in outs]
     assert all(code in (3,) for code, _, _ in outs), [(c, o, e[-800:]) for c, o, e in outs]
@@ -55,7 +58,7 @@ def test_mismatched_calls_raise(jobs, scenario, fragment, no_leftover_segments):
 
 def test_missing_peer_times_out_with_a_located_message(jobs, no_leftover_segments):
     start = time.monotonic()
-    outs = finish(jobs.spawn(2, "_failures.py", "hang", env={"TEST_TIMEOUT": "2"}))
+    outs = finish(jobs.spawn(2, FAILURES, "hang", env={"TEST_TIMEOUT": "2"}))
     code, out, _ = outs[0]
     assert code == 3 and "timed out after 2 s in all_reduce #1" in out and "waits for" in out, out
     assert time.monotonic() - start < 30

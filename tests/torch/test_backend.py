@@ -1,0 +1,57 @@
+"""The "synccl" torch.distributed backend against gloo, with real processes (torchrun and mpiexec)."""
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("_worker.py")
+FAILING = Path(__file__).with_name("_ddp_failure.py")
+
+
+def assert_passed(proc, n):
+    passed = re.findall(r"PASS (\d+) (\d+)", proc.stdout)
+    failures = re.findall(r"FAIL [^\n]*", proc.stdout)
+    assert proc.returncode == 0 and not failures, (failures[:8], proc.stdout[-1500:], proc.stderr[-3000:])
+    assert sorted(int(r) for r, _ in passed) == list(range(n))
+    assert all(int(checks) > 0 for _, checks in passed)
+
+
+def test_every_op_async_functional_subgroups_ddp_fsdp_under_torchrun(jobs, no_leftover_segments):
+    assert_passed(jobs.torchrun(2, WORKER), 2)
+
+
+def test_three_ranks_under_torchrun(jobs, no_leftover_segments):
+    assert_passed(jobs.torchrun(3, WORKER, "ops", "subgroups", "async"), 3)
+
+
+def test_under_mpiexec(jobs, no_leftover_segments):
+    assert_passed(jobs.mpiexec(2, WORKER, "ops", "ddp", env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(jobs.port())}), 2)
+
+
+def test_a_dead_rank_in_ddp_is_a_python_error_not_a_crash(jobs, no_leftover_segments):
+    procs = jobs.spawn(2, FAILING, env={"SYNCCL_TIMEOUT": "20"})
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert procs[1].returncode == -signal.SIGKILL
+    code, (out, err) = procs[0].returncode, outs[0]
+    assert code == 3, (code, out, err[-2000:])
+    assert "CommError" in out and "rank 1" in out, out
+
+
+def test_tensors_off_the_cpu_get_a_clear_error():
+    import torch
+
+    import synccl
+    from synccl.exceptions import CommError
+
+    with synccl.init() as comm, pytest.raises(CommError, match="is on meta; the CPU runtime moves CPU tensors"):
+        comm.allreduce(torch.empty(3, device="meta"))
+
+
+def test_cuda_tensors_use_the_gpu_runtime():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    pytest.fail("a CUDA device is present but the GPU runtime is not written yet")
