@@ -7,7 +7,7 @@ busbw, #wrong, out of place and in place). One timing loop (:func:`measure`) dri
 rank runs.
 """
 
-from synccl.bench._backends import Backend, GlooBackend, MpiBackend, SynccclBackend, check_available, make_backend
+from synccl.bench._backends import Backend, MpiBackend, SynccclBackend, TorchBackend, check_available, make_backend
 from synccl.bench._config import BACKENDS, COLLECTIVES, BenchConfig, nccl_type_name, parse_dtype
 from synccl.bench._launch import find_mpiexec, launch
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
@@ -19,11 +19,11 @@ __all__ = [
     "COLLECTIVES",
     "Backend",
     "BenchConfig",
-    "GlooBackend",
     "Layout",
     "MpiBackend",
     "Record",
     "SynccclBackend",
+    "TorchBackend",
     "allocate",
     "check_available",
     "comparison",

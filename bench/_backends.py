@@ -35,7 +35,7 @@ from synccl.exceptions import CommError, SyncclError
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-__all__ = ["Backend", "SynccclBackend", "GlooBackend", "MpiBackend", "make_backend", "check_available"]
+__all__ = ["Backend", "SynccclBackend", "TorchBackend", "MpiBackend", "make_backend", "check_available"]
 
 _NO_RUNTIME = "bench: backend 'synccl' needs synccl.init (the multi-process runtime), which this build lacks; try --backends gloo,mpi"
 
@@ -139,8 +139,8 @@ class SynccclBackend(Backend):
         self.comm.close()
 
 
-class GlooBackend(Backend):
-    """torch.distributed with the gloo backend on CPU tensors.
+class TorchBackend(Backend):
+    """torch.distributed on CPU tensors, with the gloo backend or with synccl's ("torch-synccl").
 
     The process group is set up through a ``TCPStore`` that rank 0 opens on a free port (on
     127.0.0.1 when every rank shares the host, else on rank 0's host name); ranks and size come
@@ -152,12 +152,15 @@ class GlooBackend(Backend):
         The benchmark's control communicator, used to share the store's address.
     """
 
-    name = "gloo"
-
-    def __init__(self, control: MPI.Comm) -> None:
+    def __init__(self, control: MPI.Comm, backend: str = "gloo") -> None:
         super().__init__(control)
         import torch
         import torch.distributed as dist
+
+        if backend == "synccl":
+            import synccl.torch  # noqa: F401 - registers the "synccl" backend
+        self.name = "gloo" if backend == "gloo" else f"torch-{backend}"
+        self._backend = backend
 
         self._torch, self._dist = torch, dist
         hosts = control.allgather(socket.gethostname())
@@ -167,12 +170,12 @@ class GlooBackend(Backend):
             control.bcast(store.port, root=0)
         else:
             store = dist.TCPStore(address, control.bcast(None, root=0), self.size, is_master=False)
-        dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.size)
+        dist.init_process_group(self._backend, store=store, rank=self.rank, world_size=self.size)
         self._ops = {"sum": dist.ReduceOp.SUM, "prod": dist.ReduceOp.PRODUCT, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "avg": dist.ReduceOp.AVG}
 
     @property
     def version(self) -> str:
-        return f"torch {self._torch.__version__} gloo"
+        return f"torch {self._torch.__version__} {self._backend}"
 
     def empty(self, count: int, dtype: np.dtype) -> Any:
         return self._torch.empty(count, dtype=getattr(self._torch, np.dtype(dtype).name))
@@ -309,10 +312,12 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
     if name == "synccl":
         return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm)
     if name == "gloo":
-        return GlooBackend(control)
+        return TorchBackend(control, "gloo")
+    if name == "torch-synccl":
+        return TorchBackend(control, "synccl")
     if name == "mpi":
         return MpiBackend(control)
-    raise ValueError(f"bench: unknown backend {name!r}; valid: synccl, gloo, mpi")
+    raise ValueError(f"bench: unknown backend {name!r}; valid: synccl, torch-synccl, gloo, mpi")
 
 
 def check_available(names: tuple[str, ...]) -> None:
@@ -335,5 +340,6 @@ def check_available(names: tuple[str, ...]) -> None:
         raise SyncclError("bench: needs mpi4py (pip install mpi4py mpich) to coordinate the ranks")
     if "synccl" in names and not hasattr(synccl, "init"):
         raise SyncclError(_NO_RUNTIME)
-    if "gloo" in names and importlib.util.find_spec("torch") is None:
-        raise SyncclError("bench: backend 'gloo' needs torch (pip install torch)")
+    for torch_backend in ("gloo", "torch-synccl"):
+        if torch_backend in names and importlib.util.find_spec("torch") is None:
+            raise SyncclError(f"bench: backend {torch_backend!r} needs torch (pip install torch)")

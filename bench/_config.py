@@ -22,8 +22,9 @@ __all__ = [
 
 #: The collectives ``synccl bench`` measures.
 COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL, Collective.BROADCAST)
-#: Backends the benchmark can run: synccl's runtime, torch.distributed's gloo, MPI through mpi4py.
-BACKENDS = ("synccl", "gloo", "mpi")
+#: Backends the benchmark can run: synccl's runtime (directly, or through torch.distributed as
+#: "torch-synccl"), torch.distributed's gloo, MPI through mpi4py.
+BACKENDS = ("synccl", "torch-synccl", "gloo", "mpi")
 _OPS = ("sum", "prod", "min", "max", "avg")
 _AVERAGES = ("rank0", "avg", "min", "max")
 

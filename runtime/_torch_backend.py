@@ -1,8 +1,9 @@
 """``torch.distributed`` backend "synccl": the runtime's collectives behind torch's ProcessGroup API.
 
 Every process group owns a :class:`~synccl.runtime.Communicator` (sub-groups get their own, over
-the group's store) and one worker thread that runs its operations in issue order, so
-``async_op=True`` is truly asynchronous and several operations may be in flight. Tensors move in
+the group's store) and one worker thread; operations run in issue order, on the worker (so
+``async_op=True`` is truly asynchronous and several operations may be in flight) or on a thread
+that waits for them (so synchronous calls skip the thread hand-off). Tensors move in
 place when contiguous; non-contiguous ones go through a contiguous copy.
 
 A failed operation raises from ``Work.wait()``; after a communication failure (not a bad
@@ -12,8 +13,9 @@ with an exception, so the error is reported through Python instead.
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -49,10 +51,12 @@ def _op_name(op: Any) -> str:
 
 
 class _Work(dist.Work):
-    """An operation in flight on the group's worker thread."""
+    """An operation of the group: queued, running or done."""
 
-    def __init__(self, result: Any) -> None:
+    def __init__(self, group: SynccclProcessGroup, run: Callable[[], None], result: Any) -> None:
         super().__init__()
+        self.group = group
+        self.run = run
         self.future = Future()
         self.result = result
         self.error: BaseException | None = None
@@ -64,6 +68,8 @@ class _Work(dist.Work):
         self.future.set_result(self.result)
 
     def wait(self, timeout: timedelta | None = None) -> bool:
+        if not self.done.is_set():
+            self.group._run_until(self)  # a waiter runs queued work itself rather than wait for the thread
         if not self.done.wait(None if timeout is None or timeout == timedelta(0) else timeout.total_seconds()):
             raise CommError(f"synccl backend: operation still running after {timeout}")
         if self.error is not None:
@@ -96,7 +102,10 @@ class SynccclProcessGroup(dist.ProcessGroup):
         super().__init__(rank, size)
         config = from_environment(timeout_s=max(1.0, timeout.total_seconds()))
         self.comm = Communicator(StoreRendezvous(store, rank, size, prefix="synccl-pg"), config)
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: collections.deque[_Work] = collections.deque()
+        self._queue_lock = threading.Lock()
+        self._running = threading.Lock()  # one operation at a time, whichever thread runs it
+        self._closing = False
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name=f"synccl-pg-{rank}", daemon=True)
         self._thread.start()
@@ -127,33 +136,50 @@ class SynccclProcessGroup(dist.ProcessGroup):
     def __repr__(self) -> str:
         return f"SynccclProcessGroup(rank={self.rank()}, size={self.size()})"
 
-    # -- the worker --------------------------------------------------------------------------------
+    # -- execution -------------------------------------------------------------------------------------
+    # Operations run one at a time, in issue order, on whichever thread gets there first: the
+    # group's worker thread (so async_op=True overlaps with the caller's work) or a thread that
+    # waits for one of them (so a synchronous call does not pay two thread hand-offs).
+    POLL_S = 5e-4  # the worker looks for queued operations this often; a caller that waits runs them at once
+
     def _serve(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            run, work = task
-            error: BaseException | None = self._failure
-            if error is None:
-                try:
-                    run()
-                except BaseException as err:  # noqa: BLE001 - handed to the caller through Work
-                    error = err if isinstance(err, CommError) else CommError(f"synccl backend: {err}")
-                    if self.comm.world.broken:  # communication failed: the group is unusable
-                        self._failure = error
-            work.finish(error)
+        while not self._closing:
+            time.sleep(self.POLL_S)
+            if self._pending:
+                self._run_until(None)
+
+    def _run_until(self, target: _Work | None) -> None:
+        with self._running:
+            while not (target is not None and target.done.is_set()):
+                with self._queue_lock:
+                    if not self._pending:
+                        return
+                    work = self._pending.popleft()
+                self._execute(work)
+
+    def _execute(self, work: _Work) -> None:
+        error: BaseException | None = self._failure
+        if error is None:
+            try:
+                work.run()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller through Work
+                error = err if isinstance(err, CommError) else CommError(f"synccl backend: {err}")
+                if self.comm.world.broken:  # communication failed: the group is unusable
+                    self._failure = error
+        work.finish(error)
 
     def _submit(self, run: Callable[[], None], result: Any) -> _Work:
         if self._failure is not None:
             raise CommError(f"synccl backend: the group failed earlier: {self._failure}")
-        work = _Work(result)
-        self._tasks.put((run, work))
+        work = _Work(self, run, result)
+        with self._queue_lock:
+            self._pending.append(work)
         return work
 
     def shutdown(self) -> None:
-        self._tasks.put(None)
+        self._closing = True
         self._thread.join(timeout=5)
+        self._run_until(None)
         self.comm.close()
 
     # -- collectives ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--nranks", type=int, help="start this many ranks under mpiexec (default: run as a rank of the current MPI job)")
     bench.add_argument("--backends", default="synccl", help=f"comma-separated backends to run, from {', '.join(BACKENDS)} (default synccl)")
     bench.add_argument("--compare", default="", help="more backends to run after --backends and compare with the first, e.g. gloo,mpi")
+    bench.add_argument("--torch", action="store_true", help="measure synccl through the torch.distributed API (backend 'torch-synccl') instead of directly")
     bench.add_argument("--json", metavar="PATH", help="write every measurement as a JSON list")
     bench.add_argument("--plot", metavar="PATH", help="draw busbw against size, one line per backend (PNG, SVG, PDF)")
     progress = bench.add_mutually_exclusive_group()
@@ -66,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         registered=args.registered,
         check=bool(args.check),
         average=_AVERAGES[args.average],
-        backends=tuple(_names(args.backends) + _names(args.compare)),
+        backends=tuple([("torch-synccl" if args.torch and b == "synccl" else b) for b in _names(args.backends)] + _names(args.compare)),
         json_path=args.json,
         plot_path=args.plot,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
