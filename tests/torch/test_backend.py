@@ -55,3 +55,12 @@ def test_cuda_tensors_use_the_gpu_runtime():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     pytest.fail("a CUDA device is present but the GPU runtime is not written yet")
+
+
+def test_example_trains_identically_to_gloo(jobs):
+    script = Path(__file__).resolve().parents[2] / "examples" / "train_ddp.py"
+    runs = {backend: jobs.torchrun(2, script, "--backend", backend) for backend in ("synccl", "gloo")}
+    for proc in runs.values():
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    losses = {b: re.findall(r"loss ([0-9.]+)", p.stdout) for b, p in runs.items()}
+    assert len(losses["synccl"]) == 4 and losses["synccl"] == losses["gloo"]
