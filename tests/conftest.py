@@ -117,6 +117,5 @@ def jobs():
         torchrun = staticmethod(run_torchrun)
         spawn = staticmethod(spawn_with_torch_env)
         segments = staticmethod(our_segments)
-        port = staticmethod(free_port)
 
     return Jobs

@@ -6,7 +6,6 @@ Prints "PASS <rank> <checks>" or "FAIL <rank> <what>" lines; exits 1 on any fail
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
@@ -218,10 +217,7 @@ SCENARIOS = {"ops": ops, "async": async_ops, "functional": functional, "subgroup
 
 
 def main(names: list[str]) -> int:
-    if "RANK" not in os.environ:  # under mpiexec: take rank and size from MPI's process manager
-        os.environ["RANK"] = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
-        os.environ["WORLD_SIZE"] = os.environ.get("PMI_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
-    dist.init_process_group("synccl")
+    dist.init_process_group("synccl")  # under mpiexec, importing synccl.torch set the env:// variables
     gloo = dist.new_group(backend="gloo")
     for name in names:
         SCENARIOS[name](gloo)

@@ -27,7 +27,7 @@ def test_three_ranks_under_torchrun(jobs, no_leftover_segments):
 
 
 def test_under_mpiexec(jobs, no_leftover_segments):
-    assert_passed(jobs.mpiexec(2, WORKER, "ops", "ddp", env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(jobs.port())}), 2)
+    assert_passed(jobs.mpiexec(2, WORKER, "ops", "ddp"), 2)
 
 
 def test_a_dead_rank_in_ddp_is_a_python_error_not_a_crash(jobs, no_leftover_segments):
