@@ -3,6 +3,15 @@
 from synccl.collectives._algorithm import Algorithm, Step, Transfer, chunk_destinations, chunk_sources
 from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, current_program, program
 from synccl.collectives._execution import Connection, Event, Schedule, schedule
+from synccl.collectives._msccl_xml import (
+    MSCCL_LIMITS,
+    ExecutorLimits,
+    XmlError,
+    from_msccl_xml,
+    load_msccl_xml,
+    save_msccl_xml,
+    to_msccl_xml,
+)
 from synccl.collectives._oracle import REDUCE_OPS, ReduceOp, expected_outputs, reduce_arrays
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec, Contribution, parse_collective
@@ -11,6 +20,13 @@ from synccl.collectives._verifier import VerificationReport, check, verify
 
 __all__ = [
     "Algorithm",
+    "ExecutorLimits",
+    "MSCCL_LIMITS",
+    "XmlError",
+    "from_msccl_xml",
+    "load_msccl_xml",
+    "save_msccl_xml",
+    "to_msccl_xml",
     "REDUCE_OPS",
     "ReduceOp",
     "expected_outputs",

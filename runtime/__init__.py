@@ -13,7 +13,7 @@ registered buffers in place), MPI between nodes, launched by ``mpiexec`` or ``to
 from synccl.runtime._comm import IN_PLACE, Communicator, init
 from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._interpreter import run_reference
-from synccl.runtime._selection import register_program, registered_programs
+from synccl.runtime._selection import load_xml, register_program, registered_programs
 from synccl.runtime._shm import remove_stale_segments
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "RuntimeConfig",
     "from_environment",
     "init",
+    "load_xml",
     "register_program",
     "registered_programs",
     "remove_stale_segments",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from synccl.collectives import Collective, Program, library, parse_collective, verify
+from synccl.collectives import Collective, Program, library, load_msccl_xml, parse_collective, verify
 from synccl.exceptions import CollectiveError
 
-__all__ = ["Choice", "DEFAULTS", "choose", "register_program", "registered_programs", "build_program"]
+__all__ = ["Choice", "DEFAULTS", "choose", "load_xml", "register_program", "registered_programs", "build_program"]
 
 _KIB, _MIB = 1 << 10, 1 << 20
 
@@ -57,6 +57,23 @@ def register_program(program: Program, *, min_bytes: int | None = None, max_byte
     lo = program.min_bytes if min_bytes is None else min_bytes
     hi = program.max_bytes if max_bytes is None else max_bytes
     _REGISTERED.insert(0, (program, lo, hi))
+
+
+def load_xml(path: str, *, min_bytes: int | None = None, max_bytes: int | None = None, **options: object) -> Program:
+    """Import an MSCCL XML file, verify it, and register it for the runtime and the torch backend.
+
+    Its ``minBytes``/``maxBytes`` (or the given range) decide the message sizes it is used for.
+
+    >>> import synccl, tempfile, os
+    >>> from synccl.collectives import library, save_msccl_xml
+    >>> path = os.path.join(tempfile.mkdtemp(), "ring.xml")
+    >>> save_msccl_xml(library.build("ring", "all_reduce", 1), path)
+    >>> synccl.load_xml(path).collective.value
+    'all_reduce'
+    """
+    program = load_msccl_xml(path, **options)
+    register_program(program, min_bytes=min_bytes, max_bytes=max_bytes)
+    return program
 
 
 def registered_programs() -> list[tuple[Program, int, int | None]]:

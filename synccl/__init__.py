@@ -9,8 +9,8 @@ simulate or run.
 [1.0, 1.0]
 """
 
-from synccl.runtime import IN_PLACE, Communicator, init
+from synccl.runtime import IN_PLACE, Communicator, init, load_xml
 
 __version__ = "0.1.0"
 
-__all__ = ["IN_PLACE", "Communicator", "init", "__version__"]
+__all__ = ["IN_PLACE", "Communicator", "init", "load_xml", "__version__"]
