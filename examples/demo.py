@@ -1,6 +1,6 @@
 """synccl end to end, as far as the project goes today.
 
-topology -> (DSL | library) -> Program -> verify -> simulate against the lower bound
+topology -> (DSL | library) -> Program -> verify -> MSCCL XML and back -> simulate against the lower bound
 -> run in the reference interpreter -> run on real local ranks -> benchmark against MPI and gloo.
 
 Run with ``make demo`` (or ``python examples/demo.py``).
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from synccl.collectives import Buffer, CollectiveSpec, chunk, expected_outputs, library, program, verify
+from synccl.collectives import Buffer, CollectiveSpec, chunk, expected_outputs, library, load_msccl_xml, program, save_msccl_xml, verify
 from synccl.runtime import run_reference
 from synccl.sim import simulate
 from synccl.synth import lower_bound
@@ -48,7 +49,11 @@ def main() -> None:
 
     custom = nvlink_ring_allreduce([0, 1, 5, 4, 7, 6, 2, 3])
     report = verify(custom)
-    print(f"2. Wrote {custom.name!r} in the DSL: verified ({report.instructions} instructions, {report.messages} messages, no races, no deadlock)\n")
+    xml = Path(tempfile.gettempdir()) / "dgx1_nvlink_ring.xml"
+    save_msccl_xml(custom, xml)
+    back = load_msccl_xml(xml)
+    print(f"2. Wrote {custom.name!r} in the DSL: verified ({report.instructions} instructions, {report.messages} messages, no races, no deadlock)")
+    print(f"   exported as MSCCL XML ({xml}, {xml.stat().st_size} bytes) and imported back: {back.spec.describe()}, verified\n")
 
     programs = {"dsl: nvlink ring": custom}
     for info in library.applicable("all_reduce", topo.nranks, local_size=topo.nranks):
