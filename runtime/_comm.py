@@ -41,6 +41,9 @@ class _InPlace:
         return "IN_PLACE"
 
 
+#: Registered data is read in place by peers only in slices of at least this many bytes.
+LEND_MIN_BYTES = 64 << 10
+
 #: Pass as ``sendbuf`` of :meth:`Communicator.allgather` when each rank's share already sits in ``recvbuf``.
 IN_PLACE = _InPlace()
 _OPS = tuple(REDUCE_OPS)
@@ -342,8 +345,10 @@ class Communicator:
                 step.bind(
                     world.receiver(step.recv_peer, step.lane) if step.recv_peer is not None else None,
                     world.sender(step.send_peer, step.lane) if step.send_peer is not None else None,
-                    world.locate(step.src) if step.lend and step.send_peer in world.local_index else None,
+                    world.locate(step.src) if step.lend and step.nbytes >= LEND_MIN_BYTES and step.send_peer in world.local_index else None,
                 )
+        # Lent data costs a round trip at the end of the call (peers must have read it): only lend large slices.
+        plan.lends = any(step.lent_at is not None for steps in plan.channels for step in steps)
         prepare(plan)
         base = _signature(program.collective, count, dtype, op, extra) if self.config.check_calls else 0
         return _Call(program, plan, base, REDUCE_OPS[op], label, average)
