@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synccl.bench._config import BenchConfig, parse_dtype
-from synccl.collectives import Collective, ReduceOp
+from synccl.collectives import Collective, Program, ReduceOp
 from synccl.exceptions import CommError, SyncclError
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-__all__ = ["Backend", "SynccclBackend", "TorchBackend", "MpiBackend", "make_backend", "check_available"]
+__all__ = ["Backend", "SynccclBackend", "TorchBackend", "MpiBackend", "make_backend", "check_available", "lanes_needed"]
 
 _NO_RUNTIME = "bench: backend 'synccl' needs synccl.init (the multi-process runtime), which this build lacks; try --backends gloo,mpi"
 
@@ -91,25 +91,40 @@ class SynccclBackend(Backend):
         Allocate buffers with ``comm.empty`` (registered shared memory) instead of ``numpy.empty``.
     algorithm : str or None
         Library algorithm passed to every call; ``None`` lets the runtime choose.
+    xml : str or None
+        MSCCL XML file imported with :func:`synccl.load_xml` before ``synccl.init`` (which gets
+        enough lanes for it); its Program then wins selection for the calls it matches.
+    collective : Collective or None
+        With ``xml``: the collective being measured, which the file must implement.
 
     Raises
     ------
     SyncclError
-        If this build has no ``synccl.init``.
+        If this build has no ``synccl.init``; XmlError or VerificationError for a bad ``xml``.
+    ValueError
+        If ``xml`` implements another collective or rank count than the job's.
     CommError
         If synccl's rank or size differ from MPI's.
     """
 
     name = "synccl"
 
-    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None) -> None:
+    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None, xml: str | None = None, collective: Collective | None = None) -> None:
         super().__init__(control)
         import synccl
 
         if not hasattr(synccl, "init"):
             raise SyncclError(_NO_RUNTIME)
         self._synccl = synccl
-        self.comm = synccl.init()
+        settings: dict[str, Any] = {}
+        if xml is not None:
+            from synccl.runtime import from_environment
+
+            program = synccl.load_xml(xml)
+            if program.nranks != self.size or (collective is not None and program.collective is not collective):
+                raise ValueError(f"bench: --xml {xml!r} is {program.collective.value} on {program.nranks} ranks, the run is {collective.value if collective else '?'} on {self.size}")
+            settings["max_lanes"] = max(from_environment().max_lanes, lanes_needed(program))
+        self.comm = synccl.init(**settings)
         if (self.comm.rank, self.comm.size) != (self.rank, self.size):
             raise CommError(f"bench: synccl.init gave rank {self.comm.rank} of {self.comm.size}, MPI says {self.rank} of {self.size}", rank=self.rank, op="init")
         self.registered = registered
@@ -310,7 +325,7 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
     >>> backend.close()
     """
     if name == "synccl":
-        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm)
+        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm, xml=config.xml, collective=config.collective)
     if name == "gloo":
         return TorchBackend(control, "gloo")
     if name == "torch-synccl":
@@ -318,6 +333,16 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
     if name == "mpi":
         return MpiBackend(control)
     raise ValueError(f"bench: unknown backend {name!r}; valid: synccl, torch-synccl, gloo, mpi")
+
+
+def lanes_needed(program: Program) -> int:
+    """The ``SYNCCL_MAX_LANES`` a Program needs: its lanes plus the runtime's point-to-point lane.
+
+    >>> from synccl.collectives import library
+    >>> lanes_needed(library.build("ring", "all_reduce", 4, channels=3))
+    4
+    """
+    return 2 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
 
 
 def check_available(names: tuple[str, ...]) -> None:

@@ -103,6 +103,10 @@ class BenchConfig:
     algorithm : str or None
         synccl library algorithm (checked against :mod:`synccl.collectives.library`); ``None`` lets
         the runtime choose by size.
+    xml : str or None
+        An MSCCL XML file the ``synccl`` backend imports with :func:`synccl.load_xml` before
+        measuring; the runtime then uses its Program for the calls it matches (its collective,
+        rank count and mode: in place or out of place). Excludes ``algorithm``.
     registered : bool
         synccl buffers from ``comm.empty`` (registered shared memory) instead of ordinary numpy arrays.
     check : bool
@@ -140,6 +144,7 @@ class BenchConfig:
     op: ReduceOp = "sum"
     root: int = 0
     algorithm: str | None = None
+    xml: str | None = None
     registered: bool = False
     check: bool = True
     average: Average = "max"
@@ -155,6 +160,8 @@ class BenchConfig:
         object.__setattr__(self, "collective", coll)
         if self.algorithm is not None:
             library.get(self.algorithm, coll)
+        if self.xml is not None and (self.algorithm is not None or "synccl" not in self.backends):
+            raise ValueError(f"bench: --xml {self.xml!r} applies to the 'synccl' backend and excludes --algorithm")
         object.__setattr__(self, "dtype", parse_dtype(self.dtype).name)
         object.__setattr__(self, "backends", tuple(self.backends))
         size_range(self.min_bytes, self.max_bytes, factor=self.factor)

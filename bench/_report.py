@@ -117,7 +117,7 @@ def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devi
     """
     detail = ""
     if backend == "synccl":
-        detail = f" ({'registered' if config.registered else 'unregistered'} buffers, algorithm {config.algorithm or 'auto'})"
+        detail = f" ({'registered' if config.registered else 'unregistered'} buffers, algorithm {config.algorithm or ('from ' + config.xml if config.xml else 'auto')})"
     lines = [
         f"# synccl bench: {backend} ({version})",
         f"# Collective test starting: {config.collective.value}{detail}",

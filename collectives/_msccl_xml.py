@@ -83,7 +83,7 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
 
     >>> from synccl.collectives import library
     >>> xml = to_msccl_xml(library.build("ring", "all_gather", 2))
-    >>> xml.splitlines()[0][:60]
+    >>> xml.splitlines()[0][:61]
     '<algo name="ring_all_gather_n2_c1" proto="Simple" nchannels="'
     """
     verify(program)
@@ -94,7 +94,7 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
     lines = [
         f'<algo name="{_escape(program.name)}" proto="{program.protocol}" nchannels="{lanes}" nchunksperloop="{spec.size_chunks}" '
         f'ngpus="{spec.nranks}" coll="{_COLL_NAMES[spec.collective]}" inplace="{int(spec.inplace)}" outofplace="{int(not spec.inplace)}" '
-        f'minBytes="{program.min_bytes}" maxBytes="{program.max_bytes or 0}">'
+        f'minBytes="{program.min_bytes}" maxBytes="{program.max_bytes or 0}"{_root_attribute(spec)}>'
     ]
     for rp in program.ranks:
         i_chunks, o_chunks = _declared_sizes(spec)
@@ -126,6 +126,11 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
         lines.append("  </gpu>")
     lines.append("</algo>")
     return "\n".join(lines) + "\n"
+
+
+def _root_attribute(spec: CollectiveSpec) -> str:
+    """MSCCL's XML names no root; synccl writes one for rooted collectives (MSCCL ignores it)."""
+    return f' root="{spec.root}"' if spec.collective.is_rooted else ""
 
 
 def _declared_sizes(spec: CollectiveSpec) -> tuple[int, int]:
@@ -164,8 +169,9 @@ def _escape(text: str) -> str:
 
 def save_msccl_xml(program: Program, path: str | os.PathLike[str], *, limits: ExecutorLimits = MSCCL_LIMITS) -> None:
     """Write :func:`to_msccl_xml` of ``program`` to ``path``."""
+    text = to_msccl_xml(program, limits=limits)  # before opening: a refused Program leaves no file behind
     with open(path, "w", encoding="utf-8") as f:
-        f.write(to_msccl_xml(program, limits=limits))
+        f.write(text)
 
 
 # -- import ----------------------------------------------------------------------------------------
@@ -245,9 +251,13 @@ def from_msccl_xml(
         max_bytes=reader.int(algo, "maxBytes", low=0, default=0) or None,
     )
     in_place = inplace and not (outofplace and not inplace)
+    if root is None and algo.get("root") is not None:
+        root = reader.int(algo, "root", low=0, high=nranks - 1)
     if collective is None and coll_attr.strip().lower() == "custom":
         return _infer(source, meta, nranks, sizes, in_place, root)
     coll = parse_collective(collective) if collective is not None else _parse_coll(source, coll_attr)
+    if coll.is_rooted and root is None:
+        root = _find_root(source, coll, meta, nranks, sizes, in_place)
     spec = _spec_from_sizes(source, coll, nranks, sizes, in_place, root)
     program = Program(spec=spec, **meta)
     if check_program:
@@ -283,6 +293,18 @@ def _spec_from_sizes(source: str, coll: Collective, nranks: int, sizes: dict[int
             if got != expected and not (got == 0 and insignificant):
                 raise XmlError(f"{source}: <gpu id='{rank}' {name}={got!r}> does not fit {spec.describe()} (expected {expected})")
     return spec
+
+
+def _find_root(source: str, coll: Collective, meta: dict, nranks: int, sizes: dict[int, tuple[int, int]], inplace: bool) -> int:
+    """The root a rooted program without a ``root`` attribute serves (0 if none fits, to report why)."""
+    for r in range(nranks):
+        try:
+            spec = _spec_from_sizes(source, coll, nranks, sizes, inplace, r)
+        except XmlError:
+            continue
+        if not check(Program(spec=spec, **meta)):
+            return r
+    return 0
 
 
 def _infer(source: str, meta: dict, nranks: int, sizes: dict[int, tuple[int, int]], inplace: bool, root: int | None) -> Program:

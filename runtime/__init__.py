@@ -13,7 +13,7 @@ registered buffers in place), MPI between nodes, launched by ``mpiexec`` or ``to
 from synccl.runtime._comm import IN_PLACE, Communicator, init
 from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._interpreter import run_reference
-from synccl.runtime._selection import load_xml, register_program, registered_programs
+from synccl.runtime._selection import load_xml, register_program, registered_programs, unregister_program
 from synccl.runtime._shm import remove_stale_segments
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "registered_programs",
     "remove_stale_segments",
     "run_reference",
+    "unregister_program",
 ]

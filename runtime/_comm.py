@@ -28,7 +28,7 @@ from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
-from synccl.runtime._selection import build_program, choose
+from synccl.runtime._selection import build_program, choose, registry_version
 from synccl.runtime._world import World
 
 __all__ = ["Communicator", "init", "IN_PLACE"]
@@ -128,7 +128,7 @@ class Communicator:
         ...     comm.allreduce(np.ones(3), op="max").tolist()
         [1.0, 1.0, 1.0]
         """
-        key = (Collective.ALL_REDUCE, id(sendbuf), id(recvbuf), op, None, algorithm)
+        key = (Collective.ALL_REDUCE, id(sendbuf), id(recvbuf), op, None, algorithm, registry_version())
         if not self._repeat(key, sendbuf, recvbuf):
             send = as_array(sendbuf, name="sendbuf", op="allreduce", writable=recvbuf is None)
             recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="allreduce", writable=True)
@@ -297,7 +297,7 @@ class Communicator:
         With ``key``, the prepared call is remembered for the user's buffer ``objects`` (kept
         alive by the cache, so their identity stands for their memory).
         """
-        key = key or (collective, _address(send), send.size, _address(recv), recv.size, send.dtype, op, root, algorithm, share)
+        key = key or (collective, _address(send), send.size, _address(recv), recv.size, send.dtype, op, root, algorithm, share, registry_version())
         call = self._calls.get(key)
         if call is None or not _identical(call.objects, objects):
             call = self._prepare(collective, send, recv, share=share, op=op, root=root, algorithm=algorithm)

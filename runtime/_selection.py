@@ -13,7 +13,7 @@ from functools import lru_cache
 from synccl.collectives import Collective, Program, library, load_msccl_xml, parse_collective, verify
 from synccl.exceptions import CollectiveError
 
-__all__ = ["Choice", "DEFAULTS", "choose", "load_xml", "register_program", "registered_programs", "build_program"]
+__all__ = ["Choice", "DEFAULTS", "choose", "load_xml", "register_program", "unregister_program", "registered_programs", "registry_version", "build_program"]
 
 _KIB, _MIB = 1 << 10, 1 << 20
 
@@ -46,6 +46,12 @@ MULTI_NODE: dict[Collective, tuple[Choice, ...]] = {
 }
 
 _REGISTERED: list[tuple[Program, int, int | None]] = []
+_CHANGES = [0]  # bumped on every (un)registration: communicators' prepared calls include it in their keys
+
+
+def registry_version() -> int:
+    """A number that changes whenever the registered Programs change (prepared calls key on it)."""
+    return _CHANGES[0]
 
 
 def register_program(program: Program, *, min_bytes: int | None = None, max_bytes: int | None = None) -> None:
@@ -57,6 +63,26 @@ def register_program(program: Program, *, min_bytes: int | None = None, max_byte
     lo = program.min_bytes if min_bytes is None else min_bytes
     hi = program.max_bytes if max_bytes is None else max_bytes
     _REGISTERED.insert(0, (program, lo, hi))
+    _CHANGES[0] += 1
+
+
+def unregister_program(program: Program) -> None:
+    """Stop using ``program`` (registered with :func:`register_program` or :func:`load_xml`) for any call.
+
+    Raises ``ValueError`` if it is not registered.
+
+    >>> from synccl.collectives import library
+    >>> prog = library.build("ring", "all_reduce", 2)
+    >>> register_program(prog)
+    >>> unregister_program(prog)
+    >>> any(p is prog for p, _, _ in registered_programs())
+    False
+    """
+    kept = [entry for entry in _REGISTERED if entry[0] is not program]
+    if len(kept) == len(_REGISTERED):
+        raise ValueError(f"unregister_program: {program.name!r} is not registered")
+    _REGISTERED[:] = kept
+    _CHANGES[0] += 1
 
 
 def load_xml(path: str, *, min_bytes: int | None = None, max_bytes: int | None = None, **options: object) -> Program:

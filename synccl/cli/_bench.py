@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("-r", "--root", type=int, default=0, help="broadcast root (default 0)")
     bench.add_argument("-a", "--average", type=int, choices=tuple(_AVERAGES), default=3, help="combine rank times: 0 rank 0, 1 mean, 2 min, 3 max (default 3)")
     bench.add_argument("--algorithm", help="synccl library algorithm, e.g. ring, one_shot (default: chosen by size)")
+    bench.add_argument("--xml", metavar="FILE", help="MSCCL XML file the synccl backend loads (synccl.load_xml) first; its Program runs the calls it matches (its mode: in place or out of place)")
     memory = bench.add_mutually_exclusive_group()
     memory.add_argument("--registered", dest="registered", action="store_true", default=False, help="synccl buffers from comm.empty (registered shared memory)")
     memory.add_argument("--unregistered", dest="registered", action="store_false", help="synccl buffers are plain numpy arrays (default)")
@@ -64,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         op=args.op,
         root=args.root,
         algorithm=args.algorithm,
+        xml=args.xml,
         registered=args.registered,
         check=bool(args.check),
         average=_AVERAGES[args.average],

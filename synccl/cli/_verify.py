@@ -1,4 +1,4 @@
-"""``synccl verify FILE``: run a DSL program file and verify every Program it builds."""
+"""``synccl verify FILE``: verify every Program a DSL file builds, or the Program of an MSCCL XML file."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import runpy
 from pathlib import Path
 
 from synccl.cli._format import print_json
-from synccl.collectives import Program, ProgramBuilder, check
+from synccl.collectives import Program, ProgramBuilder, check, load_msccl_xml
 from synccl.exceptions import ProgramError, VerificationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ver = sub.add_parser("verify", help="verify the Programs a DSL file builds")
-    ver.add_argument("file", help="a Python file that builds Programs at module level (e.g. 'with program(...) as p:')")
+    ver = sub.add_parser("verify", help="verify the Programs a DSL file builds, or an MSCCL XML file")
+    ver.add_argument("file", help="a Python file that builds Programs at module level (e.g. 'with program(...) as p:'), or an MSCCL XML file (*.xml)")
     ver.add_argument("--json", action="store_true", help="print JSON")
     ver.set_defaults(func=_run)
 
@@ -31,10 +31,10 @@ def load_programs(path: str | Path) -> list[Program]:
     namespace = runpy.run_path(str(path), run_name="__synccl_program__")
     found: list[Program] = []
     for value in namespace.values():
-        if isinstance(value, Program):
+        if isinstance(value, ProgramBuilder):
+            value = value.program
+        if isinstance(value, Program) and not any(value is seen for seen in found):  # one Program under two names counts once
             found.append(value)
-        elif isinstance(value, ProgramBuilder):
-            found.append(value.program)
     if not found:
         raise ProgramError(f"verify: {str(path)!r} builds no Program at module level (use 'with program(name, spec) as p:')")
     return found
@@ -42,7 +42,8 @@ def load_programs(path: str | Path) -> list[Program]:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        programs = load_programs(args.file)
+        # An XML file is imported unchecked so that every violation is listed; malformed XML raises XmlError (exit 2).
+        programs = [load_msccl_xml(args.file, check_program=False)] if Path(args.file).suffix.lower() == ".xml" else load_programs(args.file)
     except VerificationError as err:
         if args.json:
             print_json([{"program": err.program_name, "ok": False, "violations": [str(v) for v in err.violations]}])
