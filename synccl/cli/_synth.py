@@ -1,0 +1,108 @@
+"""``synccl synth COLLECTIVE --topology T [--steps S --rounds R --chunks C | --pareto]``: SMT synthesis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from synccl.cli._format import print_json, table
+from synccl.collectives import Algorithm, parse_collective, save_msccl_xml
+from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout
+from synccl.synth import Attempt, pareto_frontier, synthesize, verdict
+from synccl.topologies import get_topology
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    syn = sub.add_parser("synth", help="synthesize an algorithm (or SCCL's Pareto frontier) with an SMT solver")
+    syn.add_argument("collective", help="e.g. all_gather, broadcast, reduce_scatter, all_reduce")
+    syn.add_argument("--topology", required=True, help="a named topology, e.g. dgx1 or ring:4")
+    syn.add_argument("--steps", type=int, help="steps of the algorithm")
+    syn.add_argument("--rounds", type=int, help="total rounds (bandwidth cost)")
+    syn.add_argument("--chunks", type=int, help="chunks per rank share (chunk factor)")
+    syn.add_argument("--pareto", action="store_true", help="search the steps/rounds-per-chunk frontier instead")
+    syn.add_argument("--max-steps", type=int, help="with --pareto: last step count tried")
+    syn.add_argument("--max-chunks", type=int, default=6, help="with --pareto: largest chunk factor tried (default 6)")
+    syn.add_argument("--root", type=int, default=0, help="root of rooted collectives (default 0)")
+    syn.add_argument("--time-limit", type=float, help="seconds per solver call")
+    syn.add_argument("-o", "--output", help="write the synthesized algorithm (single instance) to FILE.json or FILE.xml (MSCCL)")
+    syn.add_argument("--json", action="store_true", help="print JSON")
+    syn.set_defaults(func=_run)
+
+
+def _progress(attempt: Attempt) -> None:
+    print(
+        f"steps={attempt.steps} rounds={attempt.rounds} chunks={attempt.chunks}: {verdict(attempt.sat)} in {attempt.solve_s:.2f} s",
+        file=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    collective = parse_collective(args.collective)
+    topo = get_topology(args.topology)
+    fixed = (args.steps, args.rounds, args.chunks)
+    if args.pareto == any(v is not None for v in fixed) or (not args.pareto and None in fixed):
+        raise CollectiveError("synth: give either --pareto or all of --steps, --rounds and --chunks")
+    if args.pareto and args.output:
+        raise CollectiveError("synth: -o writes a single instance; drop --pareto or -o")
+    started = time.perf_counter()
+    if args.pareto:
+        result = pareto_frontier(
+            collective,
+            topo,
+            max_steps=args.max_steps,
+            max_chunks=args.max_chunks,
+            root=args.root,
+            time_limit=args.time_limit,
+            on_attempt=_progress,
+        )
+        frontier = [(p.steps, p.rounds, p.chunks, p.solve_s, "proven" if p.proven else "unproven") for p in result.points]
+    else:
+        try:
+            alg = synthesize(
+                collective, topo, steps=args.steps, rounds=args.rounds, chunks=args.chunks, root=args.root, time_limit=args.time_limit
+            )
+        except (Infeasible, SolverTimeout) as err:
+            _progress(
+                Attempt(
+                    args.steps, args.rounds, args.chunks, None if isinstance(err, SolverTimeout) else False, time.perf_counter() - started
+                )
+            )
+            raise
+        _progress(Attempt(args.steps, args.rounds, args.chunks, True, time.perf_counter() - started))
+        frontier = [(args.steps, args.rounds, args.chunks, time.perf_counter() - started, "-")]
+        if args.output:
+            _save(alg, Path(args.output))
+    total = time.perf_counter() - started
+    if args.json:
+        rows = [{"steps": s, "rounds": r, "chunks": c, "solve_s": round(t, 3)} for s, r, c, t, _ in frontier]
+        print_json({"collective": collective.value, "topology": topo.name, "frontier": rows, "total_s": round(total, 3)})
+    else:
+        print(
+            table(
+                ["steps", "rounds", "chunks", "rounds/chunk", "solve_s", "optimal"],
+                [[s, r, c, f"{r}/{c}", t, status] for s, r, c, t, status in frontier],
+            )
+        )
+        print(f"total {total:.2f} s")
+    return 0
+
+
+def _save(alg: Algorithm, path: Path) -> None:
+    if path.suffix.lower() == ".xml":
+        save_msccl_xml(alg.to_program(), path)
+        return
+    if path.suffix.lower() != ".json":
+        raise CollectiveError(f"synth: output must end in .json or .xml, got {str(path)!r}")
+    payload = {
+        "name": alg.name,
+        "collective": alg.spec.collective.value,
+        "nranks": alg.spec.nranks,
+        "chunk_factor": alg.spec.chunk_factor,
+        "root": alg.spec.root,
+        "topology": alg.topology,
+        "steps": [{"rounds": s.rounds, "transfers": [[t.chunk, t.src, t.dst, t.reduce] for t in s.transfers]} for s in alg.steps],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
