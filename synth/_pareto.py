@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import networkx as nx
 
-from synccl.collectives import Algorithm, Collective, CollectiveSpec, chunk_sources, parse_collective
+from synccl.collectives import Algorithm, Collective, CollectiveSpec, Step, Transfer, chunk_sources, parse_collective
 from synccl.exceptions import CollectiveError, SolverTimeout
 from synccl.synth import _smt
 from synccl.synth._bounds import _CAPACITY, _all_to_all_ratio, _max_rate
@@ -134,7 +134,7 @@ def pareto_frontier(
     ----------
     collective : Collective or str
         all_gather, broadcast, gather, scatter, all_to_all, or their duals reduce_scatter and
-        reduce (all_reduce is not searched; compose its halves with :func:`synthesize`).
+        reduce; all_reduce is the best composition reduce_scatter + all_gather of their frontiers.
     topology : Topology
         A connected, switchless topology.
     max_steps : int, optional
@@ -156,7 +156,7 @@ def pareto_frontier(
     Raises
     ------
     CollectiveError
-        For all_reduce or a bad ``max_steps``/``max_chunks``.
+        For a bad ``max_steps``/``max_chunks``.
     Infeasible, TopologyError
         As :func:`synthesize`.
 
@@ -170,9 +170,11 @@ def pareto_frontier(
     started = time.perf_counter()
     coll = parse_collective(collective)
     if coll is Collective.ALL_REDUCE:
-        raise CollectiveError(
-            f"pareto_frontier: all_reduce is not searched; synthesize reduce_scatter and all_gather instances instead, got {coll.value!r}"
-        )
+        halves = [
+            pareto_frontier(half, topology, max_steps=max_steps, max_chunks=max_chunks, time_limit=time_limit, on_attempt=on_attempt)
+            for half in (Collective.REDUCE_SCATTER, Collective.ALL_GATHER)
+        ]
+        return _composed_all_reduce(topology, *halves, started=started)
     _smt._check_topology(topology, f"{coll.value} on {topology.name!r}")
     first = _smt.steps_lower_bound(coll, topology, root=root)
     last = first + 3 if max_steps is None else max_steps
@@ -238,6 +240,55 @@ def pareto_frontier(
             break
     unproven = tuple(a for a in trail if a.sat is None)
     return ParetoResult(coll, topology.name, tuple(points), unproven, tuple(trail), time.perf_counter() - started)
+
+
+def _composed_all_reduce(topology: Topology, scatter: ParetoResult, gather: ParetoResult, *, started: float) -> ParetoResult:
+    """all_reduce's frontier within reduce_scatter + all_gather algorithms, from the halves' frontiers.
+
+    For ``S`` total steps the best ratio is the minimum over splits ``S = s1 + s2`` of the best
+    reduce-scatter ratio within ``s1`` steps plus the best allgather ratio within ``s2``; a point
+    is kept where that improves on fewer steps, and is proven when both halves are.
+    """
+
+    def best_within(result: ParetoResult, steps: int) -> ParetoPoint | None:
+        fitting = [p for p in result.points if p.steps <= steps]
+        return min(fitting, key=lambda p: Fraction(p.rounds, p.chunks)) if fitting else None
+
+    if not scatter.points or not gather.points:
+        raise CollectiveError(f"pareto_frontier: all_reduce on {topology.name!r}: a half has no frontier point within the step limit")
+    lowest = scatter.points[0].steps + gather.points[0].steps
+    highest = scatter.points[-1].steps + gather.points[-1].steps
+    points: list[ParetoPoint] = []
+    best: Fraction | None = None
+    for total in range(lowest, highest + 1):
+        pairs = []
+        for s1 in range(1, total):
+            a, b = best_within(scatter, s1), best_within(gather, total - s1)
+            if a is not None and b is not None:
+                pairs.append((Fraction(a.rounds, a.chunks) + Fraction(b.rounds, b.chunks), a, b))
+        if not pairs:
+            continue
+        ratio, a, b = min(pairs, key=lambda t: t[0])
+        if best is not None and ratio >= best:
+            continue
+        chunks = math.lcm(a.chunks, b.chunks)
+        steps = _scaled(a.algorithm, chunks // a.chunks) + _scaled(b.algorithm, chunks // b.chunks)
+        spec = CollectiveSpec(Collective.ALL_REDUCE, topology.nranks, chunk_factor=topology.nranks * chunks)
+        rounds = sum(step.rounds for step in steps)
+        algorithm = Algorithm(f"smt-all_reduce-{topology.name}-s{len(steps)}-r{rounds}-c{spec.chunk_factor}", spec, steps, topology=topology.name)
+        algorithm.to_program()  # verified like every synthesized algorithm
+        points.append(ParetoPoint(len(steps), rounds, chunks, a.solve_s + b.solve_s, a.proven and b.proven, algorithm))
+        best = ratio
+    trail = scatter.trail + gather.trail
+    return ParetoResult(Collective.ALL_REDUCE, topology.name, tuple(points), scatter.unproven + gather.unproven, trail, time.perf_counter() - started)
+
+
+def _scaled(algorithm: Algorithm, factor: int) -> tuple[Step, ...]:
+    """The steps of ``algorithm`` with every chunk cut in ``factor`` (global chunk ``g`` becomes ``g*factor + j``)."""
+    return tuple(
+        Step(tuple(Transfer(t.chunk * factor + j, t.src, t.dst, t.reduce) for t in step.transfers for j in range(factor)), step.rounds * factor)
+        for step in algorithm.steps
+    )
 
 
 def verdict(sat: bool | None) -> str:

@@ -158,8 +158,18 @@ def test_bad_input():
         synthesize("all_gather", _two_islands(), steps=2, rounds=2, chunks=1)
     with pytest.raises(TopologyError, match="switchless topologies only"):
         synthesize("all_gather", _star(), steps=2, rounds=2, chunks=1)
-    with pytest.raises(CollectiveError, match="all_reduce is not searched"):
-        pareto_frontier("all_reduce", ring)
+
+
+def test_all_reduce_frontier_composes_the_halves():
+    """Within reduce-scatter + allgather algorithms: the best split of steps between the halves."""
+    result = pareto_frontier("all_reduce", get_topology("fully-connected:4"), max_chunks=3)
+    halves = [pareto_frontier(c, get_topology("fully-connected:4"), max_chunks=3) for c in ("reduce_scatter", "all_gather")]
+    best_half = [Fraction(h.points[-1].rounds, h.points[-1].chunks) for h in halves]
+    last = result.points[-1]
+    assert Fraction(last.rounds, last.chunks) == sum(best_half)
+    assert all(p.proven for p in result.points)
+    for point in result.points:
+        check_numbers(point.algorithm)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
