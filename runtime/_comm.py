@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from synccl.cache import installed_files
 from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
 from synccl.collectives._oracle import BITWISE_OPS
 from synccl.exceptions import CommError, SyncclError
@@ -28,8 +29,9 @@ from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
-from synccl.runtime._selection import build_program, choose, registry_version
+from synccl.runtime._selection import build_program, choose, load_xml, registry_version
 from synccl.runtime._world import World
+from synccl.topologies import get_topology
 
 __all__ = ["Communicator", "init", "IN_PLACE"]
 
@@ -81,9 +83,19 @@ class Communicator:
         self.size = self.world.size
         self._seq = 0
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()  # prepared calls by buffers and arguments
+        if config.topology:
+            self._load_installed(config.topology)
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, nodes={self.world.nnodes})"
+
+    def _load_installed(self, name: str) -> None:
+        """Register the algorithms ``synccl synth --install`` installed for topology ``name``."""
+        topology = get_topology(name)
+        if topology.nranks != self.size:
+            raise CommError(f"init: SYNCCL_TOPOLOGY={name!r} has {topology.nranks} ranks but the job has {self.size}", rank=self.rank)
+        for path in installed_files(topology.fingerprint()):
+            load_xml(str(path))
 
     def __enter__(self) -> Communicator:
         return self

@@ -10,6 +10,7 @@ SYNCCL_MAX_LANES           parallel connections per pair of ranks               
 SYNCCL_LOCAL_SIZE          ranks per node, to declare several nodes on one machine  (hosts)
 SYNCCL_ALGORITHM           force algorithms, e.g. ``ring`` or ``all_reduce=ring``   (by size)
 SYNCCL_CHECK_CALLS         check that every rank called the same collective         1
+SYNCCL_TOPOLOGY            the job's topology: use the algorithms installed for it  (none)
 =========================  =======================================================  =========
 """
 
@@ -39,6 +40,7 @@ class RuntimeConfig:
     local_size: int | None = None
     algorithm: str | None = None
     check_calls: bool = True
+    topology: str | None = None
 
 
 def from_environment(**overrides: object) -> RuntimeConfig:
@@ -64,6 +66,8 @@ def from_environment(**overrides: object) -> RuntimeConfig:
         raise ConfigError(f"runtime settings: {err}") from None
     if env.get("SYNCCL_ALGORITHM"):
         values["algorithm"] = env["SYNCCL_ALGORITHM"]
+    if env.get("SYNCCL_TOPOLOGY"):
+        values["topology"] = env["SYNCCL_TOPOLOGY"]
     if "SYNCCL_CHECK_CALLS" in env:
         values["check_calls"] = env["SYNCCL_CHECK_CALLS"] not in ("0", "false", "no", "")
     values.update({k: v for k, v in overrides.items() if v is not None})

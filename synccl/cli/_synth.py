@@ -11,7 +11,7 @@ from pathlib import Path
 from synccl.cli._format import print_json, table
 from synccl.collectives import Algorithm, parse_collective, save_msccl_xml
 from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout
-from synccl.synth import Attempt, pareto_frontier, synthesize, verdict
+from synccl.synth import Attempt, install, pareto_frontier, synthesize, verdict
 from synccl.topologies import get_topology
 
 
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--root", type=int, default=0, help="root of rooted collectives (default 0)")
     syn.add_argument("--time-limit", type=float, help="seconds per solver call")
     syn.add_argument("-o", "--output", help="write the synthesized algorithm (single instance) to FILE.json or FILE.xml (MSCCL)")
+    syn.add_argument("--install", action="store_true", help="install the results for the sizes where the simulator says they beat the library (used by the runtime when SYNCCL_TOPOLOGY names this topology)")
     syn.add_argument("--json", action="store_true", help="print JSON")
     syn.set_defaults(func=_run)
 
@@ -59,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             on_attempt=_progress,
         )
         frontier = [(p.steps, p.rounds, p.chunks, p.solve_s, "proven" if p.proven else "unproven") for p in result.points]
+        found = [p.algorithm for p in result.points]
     else:
         try:
             alg = synthesize(
@@ -73,9 +75,13 @@ def _run(args: argparse.Namespace) -> int:
             raise
         _progress(Attempt(args.steps, args.rounds, args.chunks, True, time.perf_counter() - started))
         frontier = [(args.steps, args.rounds, args.chunks, time.perf_counter() - started, "-")]
+        found = [alg]
         if args.output:
             _save(alg, Path(args.output))
     total = time.perf_counter() - started
+    if args.install:
+        for outcome in install([a.to_program() for a in found], topo):
+            print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
     if args.json:
         rows = [{"steps": s, "rounds": r, "chunks": c, "solve_s": round(t, 3)} for s, r, c, t, _ in frontier]
         print_json({"collective": collective.value, "topology": topo.name, "frontier": rows, "total_s": round(total, 3)})
