@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from synccl.cli._format import print_json, table
 from synccl.collectives import Algorithm, parse_collective, save_msccl_xml
 from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout
-from synccl.synth import Attempt, install, pareto_frontier, synthesize, verdict
+from synccl.sim import simulate
+from synccl.synth import Attempt, install, pareto_frontier, rounds_per_chunk_bound, steps_lower_bound, synthesize, verdict
 from synccl.topologies import get_topology
+from synccl.units import format_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         frontier = [(p.steps, p.rounds, p.chunks, p.solve_s, "proven" if p.proven else "unproven") for p in result.points]
         found = [p.algorithm for p in result.points]
+        if result.unproven:
+            print(f"unproven (solver time limit): {', '.join(f'({a.steps}, {a.rounds}, {a.chunks})' for a in result.unproven)}", file=sys.stderr)
     else:
         try:
             alg = synthesize(
@@ -82,18 +87,45 @@ def _run(args: argparse.Namespace) -> int:
     if args.install:
         for outcome in install([a.to_program() for a in found], topo):
             print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
+    step_bound = steps_lower_bound(collective, topo, root=args.root)
+    ratio_bound = rounds_per_chunk_bound(collective, topo, root=args.root)
+    rows = []
+    for (s, r, c, t, status), alg in zip(frontier, found, strict=True):
+        program = alg.to_program()
+        sims = {size: simulate(program, topo, size) for size in _SIM_SIZES}
+        rows.append(
+            {
+                "steps": s,
+                "rounds": r,
+                "chunks": c,
+                "solve_s": round(t, 3),
+                "optimal": status,
+                "steps_gap": s - step_bound,
+                "rounds_per_chunk_gap": float(Fraction(r, c) / ratio_bound - 1) if ratio_bound else 0.0,
+                **{f"time_us_{format_size(size)}": round(res.time_us, 3) for size, res in sims.items()},
+                **{f"busbw_gbps_{format_size(size)}": round(res.busbw_gbps, 3) for size, res in sims.items()},
+            }
+        )
     if args.json:
-        rows = [{"steps": s, "rounds": r, "chunks": c, "solve_s": round(t, 3)} for s, r, c, t, _ in frontier]
-        print_json({"collective": collective.value, "topology": topo.name, "frontier": rows, "total_s": round(total, 3)})
+        print_json({"collective": collective.value, "topology": topo.name, "frontier": rows, "total_s": round(total, 3), "steps_bound": step_bound, "rounds_per_chunk_bound": str(ratio_bound)})
     else:
+        headers = ["steps", "rounds", "chunks", "rounds/chunk", "gap to bounds", "solve_s", "optimal"] + [f"busbw {format_size(x)}" for x in _SIM_SIZES]
         print(
             table(
-                ["steps", "rounds", "chunks", "rounds/chunk", "solve_s", "optimal"],
-                [[s, r, c, f"{r}/{c}", t, status] for s, r, c, t, status in frontier],
+                headers,
+                [
+                    [row["steps"], row["rounds"], row["chunks"], f"{row['rounds']}/{row['chunks']}", f"+{row['steps_gap']} steps, +{100 * row['rounds_per_chunk_gap']:.0f}% rounds/chunk", row["solve_s"], row["optimal"]]
+                    + [row[f"busbw_gbps_{format_size(x)}"] for x in _SIM_SIZES]
+                    for row in rows
+                ],
             )
         )
-        print(f"total {total:.2f} s")
+        print(f"lower bounds: {step_bound} steps, {ratio_bound} rounds/chunk; busbw simulated on {topo.name} (GB/s); total {total:.2f} s")
     return 0
+
+
+#: Message sizes at which every frontier point is simulated.
+_SIM_SIZES = (1 << 10, 1 << 20, 64 << 20)
 
 
 def _save(alg: Algorithm, path: Path) -> None:

@@ -191,3 +191,12 @@ def test_cli_single_instance_writes_xml_and_reports_unsat(capsys, tmp_path):
     assert main(["synth", "all_gather", "--topology", "ring:4", "--steps", "2", "--rounds", "2", "--chunks", "2"]) == 2
     assert "UNSAT" in capsys.readouterr().err
     assert main(["synth", "all_gather", "--topology", "ring:4", "--steps", "2"]) == 2
+
+
+def test_all_to_all_on_a_line_relays_through_scratch():
+    """line:3 in 2 steps: rank 1 must hold the chunks 0 and 2 exchange in scratch on the way."""
+    program = synthesize("all_to_all", get_topology("line:3"), steps=2, rounds=2, chunks=1).to_program()
+    assert [rp.scratch_chunks for rp in program.ranks] == [0, 2, 0]
+    check_numbers(synthesize("all_to_all", get_topology("line:3"), steps=2, rounds=2, chunks=1))
+    with pytest.raises(Infeasible):
+        synthesize("all_to_all", get_topology("line:3"), steps=1, rounds=1, chunks=1)
