@@ -20,12 +20,17 @@ __all__ = ["Transfer", "Step", "Algorithm", "chunk_sources", "chunk_destinations
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """Move global chunk ``chunk`` from ``src`` to ``dst``; ``reduce`` combines it into dst's partial."""
+    """Move global chunk ``chunk`` from ``src`` to ``dst``; ``reduce`` combines it into dst's partial.
+
+    ``lane`` picks the connection ``(src, dst, lane)``: transfers on different lanes run on
+    different channels, so one waiting for its data never holds up another.
+    """
 
     chunk: int
     src: int
     dst: int
     reduce: bool = False
+    lane: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,9 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     for s, step in enumerate(alg.steps):
         for t in step.transfers:
             if (t.chunk, t.src) not in where:
-                raise ProgramError(f"algorithm {alg.name!r} step {s}: rank {t.src} does not hold chunk {t.chunk} when it sends it to rank {t.dst}")
+                raise ProgramError(
+                    f"algorithm {alg.name!r} step {s}: rank {t.src} does not hold chunk {t.chunk} when it sends it to rank {t.dst}"
+                )
             if not 0 <= t.dst < spec.nranks or t.dst == t.src:
                 raise ProgramError(f"algorithm {alg.name!r} step {s}: bad destination rank {t.dst!r} for chunk {t.chunk}")
             source = where[t.chunk, t.src]
@@ -137,17 +144,18 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
                     raise ProgramError(f"algorithm {alg.name!r} step {s}: rank {t.dst} has no partial of chunk {t.chunk} to reduce into")
                 mine = where[t.chunk, t.dst]
                 target = mine if mine.buffer is not Buffer.INPUT or spec.inplace else writable(t.chunk, t.dst)
-                where[t.chunk, t.dst] = mine.reduce(source, into=target)
+                where[t.chunk, t.dst] = mine.reduce(source, into=target, lane=t.lane, step=s)
             else:
                 target = writable(t.chunk, t.dst)
-                where[t.chunk, t.dst] = source.copy(target.rank, target.buffer, target.index)
-    # Chunks that end where they started (e.g. a rank's own allgather slot) still need their copy.
+                where[t.chunk, t.dst] = source.copy(target.rank, target.buffer, target.index, lane=t.lane, step=s)
+    # Chunks that end where they started (e.g. a rank's own allgather slot) still need their copy;
+    # it is ordered after the last step so that it never holds up a channel's sends.
     for (g, r), idx in final.items():
         held = where.get((g, r))
         if held is None:
             continue  # the verifier reports the missing chunk with its location
         out = builder.ref(r, Buffer.OUTPUT, idx, 1)
         if spec.resolve(r, held.buffer, held.index) != spec.resolve(r, Buffer.OUTPUT, idx):
-            held.copy(r, Buffer.OUTPUT, idx)
+            held.copy(r, Buffer.OUTPUT, idx, step=len(alg.steps))
             where[g, r] = out
     return builder.build(check=check)

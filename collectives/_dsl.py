@@ -137,15 +137,18 @@ class ChunkRef:
         lane: int = 0,
         send_channel: int | None = None,
         recv_channel: int | None = None,
+        step: int = 0,
     ) -> ChunkRef:
         """Copy these chunks to ``rank``'s ``buffer`` at ``index``; return the destination reference.
 
         A copy to another rank becomes a send and a receive over connection
         ``(self.rank, rank, lane)``; ``send_channel``/``recv_channel`` pin the channels
         (MSCCL thread blocks) that run them, otherwise channels are assigned automatically.
+        ``step`` orders the copy in its channels no earlier than that step (a pipelined
+        schedule's order; data dependencies may place it later).
         """
         dst = self.builder.ref(rank, buffer, index, self.size)
-        self.builder._record(OpRecord(len(self.builder.ops), "copy", self._key(), dst._key(), None, lane, send_channel, recv_channel))
+        self.builder._record(OpRecord(len(self.builder.ops), "copy", self._key(), dst._key(), None, lane, send_channel, recv_channel, step))
         return dst
 
     def reduce(
@@ -156,11 +159,13 @@ class ChunkRef:
         lane: int = 0,
         send_channel: int | None = None,
         recv_channel: int | None = None,
+        step: int = 0,
     ) -> ChunkRef:
         """Combine ``other`` (on any rank) with these chunks; return the reference holding the result.
 
         The result is written over these chunks, or to ``into`` (a same-size reference on this
-        rank) so that an out-of-place collective can leave its input untouched.
+        rank) so that an out-of-place collective can leave its input untouched. ``lane``,
+        channels and ``step`` are as for :meth:`copy`.
         """
         if other.size != self.size:
             raise ProgramError(f"reduce: {self} and {other} differ in size")
@@ -169,9 +174,11 @@ class ChunkRef:
             raise ProgramError(f"reduce: into={target} must be on rank {self.rank} with size {self.size}")
         if other.rank == self.rank and into is not None and into._key() != self._key():
             # Local reduce into a third location: copy, then reduce in place there.
-            target = self.copy(target.rank, target.buffer, target.index)
-            return target.reduce(other)
-        self.builder._record(OpRecord(len(self.builder.ops), "reduce", other._key(), target._key(), self._key(), lane, send_channel, recv_channel))
+            target = self.copy(target.rank, target.buffer, target.index, step=step)
+            return target.reduce(other, step=step)
+        self.builder._record(
+            OpRecord(len(self.builder.ops), "reduce", other._key(), target._key(), self._key(), lane, send_channel, recv_channel, step)
+        )
         return ChunkRef(target.rank, target.buffer, target.index, target.size, self.builder)
 
     def _key(self) -> tuple[int, Buffer, int, int]:

@@ -1,7 +1,8 @@
 """Lowering DSL operations to a Program: instructions, channels, dependencies and fusion.
 
 Every operation gets a *depth*: one more than the deepest earlier operation it conflicts with
-(read-after-write, write-after-read or write-after-write on a chunk of the same rank). Each
+(read-after-write, write-after-read or write-after-write on a chunk of the same rank), or the
+operation's requested ``step`` if that is later (a schedule's pipelining order). Each
 channel runs its instructions in ``(depth, sends first, program order)`` order. Taking all
 instructions in that order is a valid sequential execution (a dependency always has a smaller
 depth, and a send comes no later than its receive), so the lowered Program cannot deadlock and
@@ -45,6 +46,7 @@ class OpRecord:
     lane: int
     send_channel: int | None
     recv_channel: int | None
+    step: int = 0
 
     def describe(self) -> str:
         s, d = self.src, self.dst
@@ -128,7 +130,7 @@ def _analyse(spec: CollectiveSpec, ops: list[OpRecord]) -> tuple[dict[int, int],
         for loc in writes:
             last_writer[loc] = op.seq
             readers[loc] = set()
-        depth[op.seq] = 1 + max((depth[p] for p, _ in preds), default=-1)
+        depth[op.seq] = max(op.step, 1 + max((depth[p] for p, _ in preds), default=-1))
         hazards.extend((p, op.seq, rank) for p, rank in preds)
     return depth, hazards, raw_preds
 
@@ -152,7 +154,16 @@ def _instructions(op: OpRecord, depth: int) -> list[_Ins]:
     if op.kind == "copy":
         recv = _Ins(Op.RECV, dst_rank, None, _slice(op.dst), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
     else:
-        recv = _Ins(Op.RECV_REDUCE_COPY, dst_rank, _slice(op.local), _slice(op.dst), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
+        recv = _Ins(
+            Op.RECV_REDUCE_COPY,
+            dst_rank,
+            _slice(op.local),
+            _slice(op.dst),
+            (depth, 1, op.seq),
+            op,
+            recv_conn=(src_rank, op.lane),
+            pinned=op.recv_channel,
+        )
     return [send, recv]
 
 
@@ -192,10 +203,14 @@ def _assign_channels(
             attr = "send_conn" if table is by_send else "recv_conn"
             current = getattr(ch, attr)
             if current is not None and current != conn:
-                raise ProgramError(f"{ins.record.describe()}: channel {ins.pinned} of rank {rank} already {role} rank {current[0]} on lane {current[1]}")
+                raise ProgramError(
+                    f"{ins.record.describe()}: channel {ins.pinned} of rank {rank} already {role} rank {current[0]} on lane {current[1]}"
+                )
             owner = table.get(conn)
             if owner is not None and owner is not ch:
-                raise ProgramError(f"{ins.record.describe()}: rank {rank} {role} rank {conn[0]} on lane {conn[1]} in channels {owner.pinned} and {ins.pinned}")
+                raise ProgramError(
+                    f"{ins.record.describe()}: rank {rank} {role} rank {conn[0]} on lane {conn[1]} in channels {owner.pinned} and {ins.pinned}"
+                )
             other = ch.recv_conn if table is by_send else ch.send_conn
             if other is not None and other[1] != conn[1]:
                 raise ProgramError(f"{ins.record.describe()}: channel {ins.pinned} of rank {rank} would mix lanes {other[1]} and {conn[1]}")

@@ -1,0 +1,432 @@
+"""Spanning-tree packing at optimal throughput (Blink/ForestColl class), with a certificate.
+
+Every collective built from broadcasts and reductions of shards is a packing of trees:
+
+* all_gather: every rank's shard travels down *out-trees* rooted at that rank;
+* reduce_scatter: every rank's shard is summed up *in-trees* towards that rank;
+* all_reduce: reduce_scatter then all_gather (the class the cut bound of
+  :func:`~synccl.synth.bandwidth_bound` describes);
+* broadcast and reduce: one root's out-trees or in-trees.
+
+A tree edge is a logical rank-to-rank edge (:mod:`synccl.synth._routes`): switches forward,
+ranks store and copy. Two constructions produce the trees:
+
+``flat``
+    The exact LP over all trees, by column generation (:mod:`synccl.synth._tree_lp`). Each
+    root's unit of data is then split into ``chunks`` equal chunks spread over its trees
+    (largest remainder), trying chunk counts until the split attains the LP optimum.
+``hierarchical``
+    For multi-host fabrics of identical hosts: the flat packing of one host, reused in every
+    host, behind rail-aligned inter-host stars (:mod:`synccl.synth._tree_hierarchy`).
+
+Either way the result carries a :class:`Certificate`: the exact time of the chunked packing,
+from its integer link loads, against the exact cut bound. ``gap == 0`` proves optimality.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Literal
+
+import highspy
+import numpy as np
+
+from synccl.collectives import Collective, CollectiveSpec, Program, parse_collective
+from synccl.exceptions import CollectiveError, TopologyError
+from synccl.synth._bounds import _us_per_byte
+from synccl.synth._routes import LogicalNetwork, logical_network
+from synccl.synth._tree_lp import Direction, TreeLP, WeightedTree, arcs_of, solve_tree_lp, tree_link_counts
+from synccl.topologies import Topology
+
+__all__ = [
+    "Tree",
+    "TreePhase",
+    "Certificate",
+    "TreePacking",
+    "pack_trees",
+    "TREE_COLLECTIVES",
+    "FLAT_RANKS",
+    "PIPELINE_PIECES",
+    "PIPELINE_TRANSFERS",
+]
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["flat", "hierarchical", "auto"]
+
+#: Collectives tree packing synthesizes.
+TREE_COLLECTIVES = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE, Collective.BROADCAST, Collective.REDUCE)
+#: ``method="auto"`` solves the flat LP up to this many ranks (or on one host), else goes hierarchical.
+FLAT_RANKS = 16
+#: Largest number of chunks per root tried when splitting the LP's weights into whole chunks.
+MAX_CHUNKS = 24
+#: Pieces per tree the default lowering aims for (pipeline fill costs about height/pieces).
+PIPELINE_PIECES = 8
+#: Most transfers the default lowering creates when cutting chunks into pieces.
+PIPELINE_TRANSFERS = 20_000
+#: Relative gap the chunk split may leave to the LP optimum before a larger chunk count is tried.
+_SPLIT_TOLERANCE = 1e-9
+#: Seconds each integral-split MILP may take before the next chunk count is tried.
+_MILP_SECONDS = 2.0
+_BYTES_PER_US_PER_GBPS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A spanning tree of the ranks rooted at ``root`` carrying ``chunks`` of the root's chunks.
+
+    ``parent[v]`` is ``v``'s parent, ``None`` at the root.
+    """
+
+    root: int
+    parent: tuple[int | None, ...]
+    chunks: int
+
+    def depths(self) -> list[int]:
+        """Hops from the root to every rank.
+
+        >>> Tree(0, (None, 0, 1), 1).depths()
+        [0, 1, 2]
+        """
+        children: list[list[int]] = [[] for _ in self.parent]
+        for v, p in enumerate(self.parent):
+            if p is not None:
+                children[p].append(v)
+        depth = [0] * len(self.parent)
+        stack = [self.root]
+        while stack:
+            u = stack.pop()
+            for c in children[u]:
+                depth[c] = depth[u] + 1
+                stack.append(c)
+        return depth
+
+
+@dataclass(frozen=True, slots=True)
+class TreePhase:
+    """One direction of trees: out-trees copy data from roots, in-trees reduce towards them.
+
+    ``time_per_unit`` is exact: ``max_l load_l / capacity_l`` over the links, with every root
+    holding one unit of data split into ``chunks_per_root`` chunks (GB/s units).
+    """
+
+    direction: Direction
+    trees: tuple[Tree, ...]
+    chunks_per_root: int
+    time_per_unit: Fraction
+    lp_time_per_unit: float
+    lp_optimal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """Achieved time of a packing against the cut bound, both exact, in µs per message byte.
+
+    Examples
+    --------
+    >>> c = Certificate(Fraction(3, 1000), Fraction(3, 1000), 0.003, True)
+    >>> c.gap, round(c.achieved_algbw_gbps, 6)
+    (0.0, 0.333333)
+    """
+
+    achieved_us_per_byte: Fraction
+    bound_us_per_byte: Fraction
+    lp_us_per_byte: float
+    lp_optimal: bool
+
+    @property
+    def gap(self) -> float:
+        """``achieved / bound - 1``: 0 proves the packing optimal."""
+        if self.bound_us_per_byte == 0:
+            return 0.0
+        return float(self.achieved_us_per_byte / self.bound_us_per_byte - 1)
+
+    @property
+    def achieved_algbw_gbps(self) -> float:
+        """Bandwidth-term algorithm bandwidth of the packing (message bytes per time)."""
+        return _algbw(self.achieved_us_per_byte)
+
+    @property
+    def bound_algbw_gbps(self) -> float:
+        """Algorithm bandwidth no algorithm of the class can exceed."""
+        return _algbw(self.bound_us_per_byte)
+
+    def describe(self) -> str:
+        """One line: achieved and optimal algbw, and the gap."""
+        status = "optimal" if self.gap <= 1e-12 else f"gap {100 * self.gap:.4f}%"
+        return f"algbw {self.achieved_algbw_gbps:.6g} GB/s of bound {self.bound_algbw_gbps:.6g} GB/s ({status})"
+
+
+def _algbw(us_per_byte: Fraction) -> float:
+    return float("inf") if us_per_byte == 0 else float(1 / (us_per_byte * _BYTES_PER_US_PER_GBPS))
+
+
+@dataclass(frozen=True, slots=True)
+class TreePacking:
+    """Trees for one collective on one topology, how they were found, and their certificate."""
+
+    collective: Collective
+    topology: Topology
+    root: int | None
+    method: Literal["flat", "hierarchical"]
+    phases: tuple[TreePhase, ...]
+    certificate: Certificate
+    seconds: float
+
+    @property
+    def chunks_per_root(self) -> int:
+        """Chunks each root's shard is split into (every phase uses the same count)."""
+        return self.phases[0].chunks_per_root
+
+    @property
+    def spec(self) -> CollectiveSpec:
+        """The spec the Program implements: ``chunks_per_root`` chunks per shard."""
+        n, c = self.topology.nranks, self.chunks_per_root
+        factor = n * c if self.collective is Collective.ALL_REDUCE else c
+        return CollectiveSpec(self.collective, n, chunk_factor=factor, root=self.root)
+
+    def to_program(self, *, inplace: bool = False, pipeline: int | None = None, lanes: int | None = None, check: bool = True) -> Program:
+        """The pipelined Program of the trees, verified unless ``check=False``.
+
+        Every chunk is cut into ``pipeline`` pieces and trees are spread over ``lanes``
+        parallel connections (see :func:`synccl.synth._tree_lowering.packing_algorithm`).
+        By default every tree gets at least :data:`PIPELINE_PIECES` pieces, as far as a
+        budget of :data:`PIPELINE_TRANSFERS` transfers allows.
+
+        >>> from synccl.topologies import get_topology
+        >>> pack_trees("all_gather", get_topology("ring:3")).to_program().collective.value
+        'all_gather'
+        """
+        from synccl.synth._tree_lowering import DEFAULT_LANES, packing_algorithm
+
+        chosen = DEFAULT_LANES if lanes is None else lanes
+        pieces = self.default_pipeline() if pipeline is None else pipeline
+        return packing_algorithm(self, inplace=inplace, pipeline=pieces, lanes=chosen).to_program(check=check)
+
+    def default_pipeline(self) -> int:
+        """Pieces per chunk: enough for :data:`PIPELINE_PIECES` per tree, within :data:`PIPELINE_TRANSFERS`."""
+        fewest = min(t.chunks for p in self.phases for t in p.trees) if any(p.trees for p in self.phases) else 1
+        transfers = sum(t.chunks * (self.topology.nranks - 1) for p in self.phases for t in p.trees)
+        return max(1, min(-(-PIPELINE_PIECES // fewest), PIPELINE_TRANSFERS // max(transfers, 1)))
+
+
+def pack_trees(
+    collective: Collective | str,
+    topology: Topology,
+    *,
+    root: int = 0,
+    method: Method = "auto",
+    time_limit: float | None = None,
+    max_chunks: int = MAX_CHUNKS,
+) -> TreePacking:
+    """Trees attaining the optimal throughput of ``collective`` on ``topology``, with a certificate.
+
+    Parameters
+    ----------
+    collective : Collective or str
+        all_gather, reduce_scatter, all_reduce, broadcast or reduce.
+    topology : Topology
+        The network (switches and multi-host fabrics included).
+    root : int
+        Root of broadcast and reduce.
+    method : {"auto", "flat", "hierarchical"}
+        ``auto``: flat up to :data:`FLAT_RANKS` ranks or on one host, else hierarchical.
+    time_limit : float, optional
+        Seconds of column generation; when reached, the best packing so far is returned and
+        its certificate shows the gap.
+    max_chunks : int
+        Most chunks per root tried when splitting fractional tree weights.
+
+    Returns
+    -------
+    TreePacking
+        Trees per phase, the certificate and the solve time; ``to_program()`` lowers it.
+
+    Raises
+    ------
+    CollectiveError
+        For a collective trees do not implement, or a bad root.
+    Infeasible
+        If a rank cannot be reached (disconnected topology) or a link has no bandwidth.
+    TopologyError
+        If ``method="hierarchical"`` is asked of a topology without identical hosts.
+
+    Examples
+    --------
+    >>> from synccl.topologies import get_topology
+    >>> packing = pack_trees("all_gather", get_topology("dgx1"))
+    >>> packing.certificate.gap, round(packing.certificate.bound_algbw_gbps, 3)
+    (0.0, 171.429)
+    """
+    coll = parse_collective(collective)
+    if coll not in TREE_COLLECTIVES:
+        raise CollectiveError(
+            f"pack_trees: {coll.value} is not built from trees; use one of {', '.join(c.value for c in TREE_COLLECTIVES)}"
+        )
+    n = topology.nranks
+    rooted = coll.is_rooted
+    if rooted and not (isinstance(root, int) and 0 <= root < n):
+        raise CollectiveError(f"pack_trees: root {root!r} is not a rank of topology {topology.name!r} ({n} ranks)")
+    if method not in ("auto", "flat", "hierarchical"):
+        raise CollectiveError(f"pack_trees: method must be 'auto', 'flat' or 'hierarchical', got {method!r}")
+    started = time.monotonic()
+    deadline = None if time_limit is None else started + time_limit
+    chosen = _choose_method(topology, rooted) if method == "auto" else method
+    roots = [root] if rooted else list(range(n))
+    directions: list[Direction] = []
+    if coll in (Collective.REDUCE_SCATTER, Collective.ALL_REDUCE, Collective.REDUCE):
+        directions.append("in")
+    if coll in (Collective.ALL_GATHER, Collective.ALL_REDUCE, Collective.BROADCAST):
+        directions.append("out")
+    if chosen == "hierarchical":
+        from synccl.synth._tree_hierarchy import hierarchical_phase
+
+        phases = [hierarchical_phase(topology, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
+    else:
+        net = logical_network(topology)
+        phases = [flat_phase(net, roots, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
+    phases = _common_chunks(phases)
+    units = 1 if rooted else n  # a unit is the whole message (rooted) or one rank's shard
+    scale = Fraction(1, _BYTES_PER_US_PER_GBPS * units)
+    certificate = Certificate(
+        achieved_us_per_byte=sum((p.time_per_unit for p in phases), Fraction(0)) * scale,
+        bound_us_per_byte=_us_per_byte(topology, coll, root if rooted else None),
+        lp_us_per_byte=sum(p.lp_time_per_unit for p in phases) * float(scale),
+        lp_optimal=all(p.lp_optimal for p in phases),
+    )
+    if certificate.gap < -1e-9:
+        raise RuntimeError(
+            f"pack_trees: packing on {topology.name!r} beats the cut bound ({certificate.describe()}); the bound or the load count is wrong"
+        )
+    packing = TreePacking(coll, topology, root if rooted else None, chosen, tuple(phases), certificate, time.monotonic() - started)
+    logger.info("pack_trees %s on %r (%s): %s in %.2f s", coll.value, topology.name, chosen, certificate.describe(), packing.seconds)
+    return packing
+
+
+def _choose_method(topology: Topology, rooted: bool) -> Literal["flat", "hierarchical"]:
+    """Flat when small, on one host or rooted; hierarchical for big multi-host fabrics."""
+    if rooted or topology.nranks <= FLAT_RANKS or len({topology.host_of(r) for r in topology.ranks}) < 2:
+        return "flat"
+    return "hierarchical"
+
+
+def flat_phase(net: LogicalNetwork, roots: Sequence[int], direction: Direction, *, deadline: float | None, max_chunks: int) -> TreePhase:
+    """Solve the tree LP for ``roots`` and split it into whole chunks (module docstring)."""
+    lp = solve_tree_lp(net, roots, direction, deadline=deadline)
+    return split_into_chunks(net, lp, roots, direction, max_chunks=max_chunks)
+
+
+def split_into_chunks(net: LogicalNetwork, lp: TreeLP, roots: Sequence[int], direction: Direction, *, max_chunks: int) -> TreePhase:
+    """Whole chunks per tree attaining the LP value when possible, else the best rounding found.
+
+    Simplex weights of a degenerate LP are often ugly fractions, though the optimum usually has
+    an integral split with few chunks (Edmonds: integer capacities pack integrally). With
+    ``t*`` the LP value read as a fraction, ``c`` chunks per root can only be tight on every
+    link when ``capacity * t* * c`` are integers, so ``c`` runs over multiples of that
+    denominator; for each, a feasibility MILP (HiGHS) looks for integer chunk counts over the
+    generated trees with every link load within ``capacity * t* * c``. If none is found within
+    ``max_chunks``, largest-remainder rounding of the LP weights for every ``c <= max_chunks``
+    is tried and the fastest kept. The time is always recomputed from integer loads.
+    """
+    if max_chunks < 1:
+        raise CollectiveError(f"tree packing: max_chunks must be at least 1, got {max_chunks!r}")
+    target = Fraction(lp.time_per_unit).limit_denominator(1 << 20)
+    step = math.lcm(*((c * target).denominator for c in net.exact_capacity))
+    for chunks in range(step, max_chunks + 1, step):
+        trees = _integral_split(net, lp, roots, direction, chunks, target * chunks)
+        if trees:
+            exact = phase_time(net, direction, trees, chunks)
+            return TreePhase(direction, tuple(trees), chunks, exact, lp.time_per_unit, lp.optimal)
+    by_root: dict[int, list[WeightedTree]] = {r: [] for r in roots}
+    for tree in lp.trees:
+        by_root[tree.root].append(tree)
+    phases = []
+    for chunks in range(1, max_chunks + 1):
+        trees = tuple(t for r in roots for t in _largest_remainder(by_root[r], chunks))
+        phases.append(TreePhase(direction, trees, chunks, phase_time(net, direction, trees, chunks), lp.time_per_unit, lp.optimal))
+        if float(phases[-1].time_per_unit) <= lp.time_per_unit * (1 + _SPLIT_TOLERANCE):
+            break
+    return min(phases, key=lambda p: p.time_per_unit)
+
+
+def _integral_split(
+    net: LogicalNetwork, lp: TreeLP, roots: Sequence[int], direction: Direction, chunks: int, limit: Fraction
+) -> list[Tree]:
+    """Integer chunk counts (``chunks`` per root) over the LP's columns with every load <= capacity * ``limit``; [] if none found."""
+    columns = [t for t in lp.columns if t.root in set(roots)]
+    arcs = arcs_of(net, direction)
+    row_of = {r: i for i, r in enumerate(roots)}
+    nroots, nlinks = len(roots), len(net.links)
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("time_limit", _MILP_SECONDS)
+    bounds = np.array([float(c * limit) for c in net.exact_capacity]) + 1e-6  # loads are integers
+    empty = np.array([], dtype=np.int32)
+    highs.addRows(nroots, np.full(nroots, float(chunks)), np.full(nroots, float(chunks)), 0, empty, empty, np.array([]))
+    highs.addRows(nlinks, np.full(nlinks, -highspy.kHighsInf), bounds, 0, empty, empty, np.array([]))
+    for tree in columns:
+        counts = tree_link_counts(tree.parent, arcs)
+        rows = np.array([row_of[tree.root]] + [nroots + link for link in counts], dtype=np.int32)
+        highs.addCol(0.0, 0.0, float(chunks), len(rows), rows, np.array([1.0] + [float(c) for c in counts.values()]))
+    highs.changeColsIntegrality(len(columns), np.arange(len(columns), dtype=np.int32), np.full(len(columns), highspy.HighsVarType.kInteger))
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return []
+    values = np.rint(np.asarray(highs.getSolution().col_value)).astype(int)
+    return [Tree(t.root, t.parent, int(x)) for t, x in zip(columns, values, strict=True) if x > 0]
+
+
+def _largest_remainder(trees: Sequence[WeightedTree], chunks: int) -> list[Tree]:
+    """Split ``chunks`` over ``trees`` in proportion to their weights (Hamilton's method)."""
+    total = sum(t.weight for t in trees)
+    quotas = [t.weight / total * chunks for t in trees]
+    counts = [math.floor(q) for q in quotas]
+    order = sorted(range(len(trees)), key=lambda i: quotas[i] - counts[i], reverse=True)
+    for i in order[: chunks - sum(counts)]:
+        counts[i] += 1
+    return [Tree(t.root, t.parent, c) for t, c in zip(trees, counts, strict=True) if c]
+
+
+def phase_time(net: LogicalNetwork, direction: Direction, trees: Sequence[Tree], chunks_per_root: int) -> Fraction:
+    """Exact ``max_l load_l / capacity_l`` of the trees, a unit of data being ``chunks_per_root`` chunks.
+
+    Vectorized: tree edges are counted per logical arc, then spread over the arcs' links.
+    """
+    arcs = arcs_of(net, direction)
+    n = net.topology.nranks
+    arc_list = list(arcs)
+    index = np.full((n, n), -1, dtype=np.int64)
+    for k, (u, v) in enumerate(arc_list):
+        index[u, v] = k
+    parents = np.array([[-1 if p is None else p for p in t.parent] for t in trees], dtype=np.int64).reshape(len(trees), n)
+    weights = np.repeat(np.array([t.chunks for t in trees], dtype=np.int64), n).reshape(len(trees), n)
+    has_parent = parents >= 0
+    children = np.broadcast_to(np.arange(n), parents.shape)
+    arc_ids = index[parents[has_parent], children[has_parent]]
+    if (arc_ids < 0).any():
+        bad = int(np.flatnonzero(arc_ids < 0)[0])
+        raise TopologyError(
+            f"tree packing: a tree uses arc {int(parents[has_parent][bad])} -> {int(children[has_parent][bad])}, which is not a logical edge of {net.topology.name!r}"
+        )
+    per_arc = np.bincount(arc_ids, weights=weights[has_parent], minlength=len(arc_list)).astype(np.int64)
+    lengths = np.array([len(arcs[a]) for a in arc_list], dtype=np.int64)
+    link_ids = np.fromiter((link for a in arc_list for link in arcs[a]), dtype=np.int64, count=int(lengths.sum()))
+    loads = np.bincount(link_ids, weights=np.repeat(per_arc, lengths), minlength=len(net.links)).astype(np.int64)
+    return max(
+        (Fraction(int(load), chunks_per_root) / cap for load, cap in zip(loads, net.exact_capacity, strict=True) if load),
+        default=Fraction(0),
+    )
+
+
+def _common_chunks(phases: list[TreePhase]) -> list[TreePhase]:
+    """Rescale the phases to one chunk count (their lcm), so one Program carries both."""
+    common = math.lcm(*(p.chunks_per_root for p in phases))
+    return [
+        replace(p, trees=tuple(replace(t, chunks=t.chunks * common // p.chunks_per_root) for t in p.trees), chunks_per_root=common)
+        for p in phases
+    ]
