@@ -1,11 +1,19 @@
-"""Synthesis: lower bounds on collective time, and synthesizers that approach them (SMT, Pareto search)."""
+"""Synthesis: lower bounds on collective time, and synthesizers that approach them (SMT and Pareto search, tree packing, all-to-all LP)."""
 
 from synccl.synth._bounds import EXACT_CUT_VERTICES, Bound, bandwidth_bound, latency_bound, lower_bound
 from synccl.synth._install import InstallResult, install, installed
 from synccl.synth._pareto import Attempt, ParetoPoint, ParetoResult, pareto_frontier, rounds_per_chunk_bound, verdict
 from synccl.synth._smt import steps_lower_bound, synthesize
+from synccl.synth._trees import FLAT_RANKS, TREE_COLLECTIVES, Certificate, Tree, TreePacking, TreePhase, pack_trees
 
 __all__ = [
+    "Certificate",
+    "FLAT_RANKS",
+    "TREE_COLLECTIVES",
+    "Tree",
+    "TreePacking",
+    "TreePhase",
+    "pack_trees",
     "Attempt",
     "InstallResult",
     "install",
