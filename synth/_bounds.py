@@ -10,16 +10,32 @@ Bandwidth bounds are cut arguments: whatever data must leave ``S`` takes at leas
 ``T >= (M/N) * max_S |S & R| / B+(S)`` over the sets ``S`` that miss some rank. By Edmonds'
 branching theorem the best per-rank throughput ``x*`` is the largest ``x`` such that, with a
 super source ``s`` feeding every rank at rate ``x``, every rank ``u`` can draw ``N x`` from ``s``;
-:func:`_max_rate` finds ``x*`` exactly (``Fraction``; the max flows run on integers scaled by a
-common denominator) by Dinkelbach's parametric search: each violated max-flow check returns a
-cut whose ratio is the next, strictly smaller, candidate, and it stops at the best cut, usually
-after one or two rounds of ``N`` max flows.
+:func:`_max_rate` finds ``x*`` exactly (``Fraction``) by Dinkelbach's parametric search: each
+violated max-flow check returns a cut whose ratio is the next, strictly smaller, candidate, and
+it stops at the best cut, usually after one or two rounds of max flows.
+
+How it stays fast at a thousand ranks without giving up exactness:
+
+* The max flows run in C (:func:`scipy.sparse.csgraph.maximum_flow`) on integers: every
+  capacity and ``x = p/q`` scaled by a common denominator, then divided by their gcd. scipy
+  counts in int32, so a check whose integers could overflow (a residual capacity can reach
+  the sum of a link's two directions) runs on networkx instead, with Python integers. The
+  cut a check returns is the set reachable from ``s`` in the residual graph, and its ratio
+  is computed in integers and ``Fraction``s, so the flow engine only decides which cut,
+  never a value.
+* Sinks that a verified topology automorphism exchanges need one check between them
+  (:func:`synccl.synth._symmetry.rank_representatives`): on a multi-node topology whose hosts
+  are interchangeable only one host's ranks are sinks. Rooted collectives only use
+  symmetries that fix the root.
+* Shortest latencies come from :func:`scipy.sparse.csgraph.dijkstra` (the same float sums
+  as networkx's Dijkstra: both compute the least fixed point of ``d(v) = min d(u) + w``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,9 +43,13 @@ from functools import lru_cache
 
 import networkx as nx
 import numpy as np
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import breadth_first_order, dijkstra, maximum_flow
 
 from synccl.collectives import Collective, CollectiveSpec, parse_collective
 from synccl.exceptions import CollectiveError, Infeasible, TopologyError
+from synccl.synth._routes import exact_bandwidth
+from synccl.synth._symmetry import rank_representatives
 from synccl.topologies import BANDWIDTH, LATENCY, Topology
 
 __all__ = ["Bound", "latency_bound", "bandwidth_bound", "lower_bound"]
@@ -41,6 +61,9 @@ EXACT_CUT_VERTICES = 16
 _CAPACITY = "capacity"
 _BYTES_PER_US_PER_GBPS = 1000
 _SOURCE = ("super-source",)  # a vertex name no topology uses (ranks are ints, switches strings)
+#: Largest capacity given to scipy's int32 max flow: a residual capacity can be the sum of two.
+_SCIPY_MAX_CAPACITY = 2**30 - 1
+_DIJKSTRA_ROWS = 256  # sources per scipy Dijkstra call (bounds the distance matrix's memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,27 +251,46 @@ def _check_size(size_bytes: int, op: str) -> None:
         raise CollectiveError(f"{op}: size_bytes must be a positive integer, got {size_bytes!r}")
 
 
-def _needed_pairs(spec: CollectiveSpec) -> Iterator[tuple[int, int]]:
-    """Rank pairs ``(src, dst)`` such that ``dst``'s output depends on ``src``'s input, grouped by source."""
+def _needed_sources(spec: CollectiveSpec) -> tuple[list[int], list[int]]:
+    """``(sources, targets)``: each source's input is needed by every target other than itself."""
     n, root, coll = spec.nranks, spec.root, spec.collective
+    ranks = list(range(n))
     if coll in (Collective.BROADCAST, Collective.SCATTER):
-        return ((root, r) for r in range(n) if r != root)
+        return [root], ranks
     if coll in (Collective.REDUCE, Collective.GATHER):
-        return ((r, root) for r in range(n) if r != root)
-    return ((i, j) for i in range(n) for j in range(n) if i != j)
+        return [r for r in ranks if r != root], [root]
+    return ranks, ranks
 
 
 def _max_distance(topology: Topology, spec: CollectiveSpec, op: str) -> float:
-    """Largest latency distance over the needed pairs; raises :class:`Infeasible` for one without a path."""
+    """Largest latency distance over the needed pairs; raises :class:`Infeasible` for one without a path.
+
+    The first pathless pair in (source, target) order is the one named.
+    """
+    sources, targets = _needed_sources(spec)
+    index = {v: i for i, v in enumerate(topology.graph.nodes)}
+    rows, cols, latency = [], [], []
+    for u, v, data in topology.graph.edges(data=True):
+        rows.append(index[u])
+        cols.append(index[v])
+        latency.append(float(data[LATENCY]))
+    size = len(index)
+    # explicit zeros stay in a CSR matrix built this way, and csgraph takes them as zero-latency links
+    matrix = csr_array(
+        (np.array(latency, dtype=np.float64), (np.array(rows, dtype=np.int32), np.array(cols, dtype=np.int32))), shape=(size, size)
+    )
+    columns = np.array([index[t] for t in targets], dtype=np.int64)
     farthest = 0.0
-    source, reach = None, {}
-    for src, dst in _needed_pairs(spec):
-        if src != source:  # pairs come grouped by source
-            source, reach = src, nx.single_source_dijkstra_path_length(topology.graph, src, weight=LATENCY)
-        distance = reach.get(dst)
-        if distance is None:
-            raise Infeasible(f"{op}: {spec.collective.value} needs a path {src!r} -> {dst!r}, but topology {topology.name!r} has none")
-        farthest = max(farthest, float(distance))
+    for start in range(0, len(sources), _DIJKSTRA_ROWS):
+        chunk = sources[start : start + _DIJKSTRA_ROWS]
+        distance = dijkstra(matrix, directed=True, indices=[index[s] for s in chunk])[:, columns]  # d(s, s) = 0
+        missing = np.isinf(distance)
+        if missing.any():
+            row, col = np.argwhere(missing)[0]  # row-major: the first source, then its first target
+            raise Infeasible(
+                f"{op}: {spec.collective.value} needs a path {chunk[row]!r} -> {targets[col]!r}, but topology {topology.name!r} has none"
+            )
+        farthest = max(farthest, float(distance.max()))
     return farthest
 
 
@@ -273,10 +315,11 @@ def _us_per_byte(topology: Topology, collective: Collective, root: int | None) -
         else forward
     )
     if collective in (Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
-        demands = [(u, [v for v in ranks if v != u]) for u in ranks]
+        # a sink's check is the same as its images' under the verified host swaps
+        demands = [(u, [v for v in ranks if v != u]) for u in rank_representatives(topology)]
         share = Fraction(1, n)
     elif collective in (Collective.BROADCAST, Collective.REDUCE):
-        demands = [(u, [root]) for u in ranks if u != root]
+        demands = [(u, [root]) for u in rank_representatives(topology, root=root) if u != root]
         share = Fraction(1)
     else:  # GATHER, SCATTER
         demands = [(root, [v for v in ranks if v != root])]
@@ -290,9 +333,10 @@ def _capacity_graph(topology: Topology, *, reverse: bool) -> nx.DiGraph:
     """The topology with ``capacity`` (bytes/µs, the Fraction of the bandwidth's decimal form) on every edge, optionally reversed."""
     graph = nx.DiGraph()
     graph.add_nodes_from(topology.graph.nodes)
+    exact = {bw: exact_bandwidth(bw) * _BYTES_PER_US_PER_GBPS for bw in {data[BANDWIDTH] for _, _, data in topology.graph.edges(data=True)}}
     for u, v, data in topology.graph.edges(data=True):
         a, b = (v, u) if reverse else (u, v)
-        graph.add_edge(a, b, **{_CAPACITY: Fraction(repr(float(data[BANDWIDTH]))) * _BYTES_PER_US_PER_GBPS})
+        graph.add_edge(a, b, **{_CAPACITY: exact[data[BANDWIDTH]]})
     return graph
 
 
@@ -308,33 +352,111 @@ def _max_rate(graph: nx.DiGraph, demands: Sequence[tuple[int, Sequence[int]]]) -
     That is, a super source with an edge of capacity ``x`` to each of ``sources`` has a
     flow of ``x * len(sources)`` to ``sink``. Equals ``min B+(S) / |S & sources|`` over the
     vertex sets ``S`` that hold a source and miss the sink. Dinkelbach iteration from the
-    best single-vertex cut; every violated check yields a cut with a smaller ratio. The max
-    flows run on integers: every capacity and ``x = p/q`` scaled by a common denominator.
+    best single-vertex cut: a minimum cut ``S`` at the current ``x`` (super source side)
+    that violates ``B+(S) >= x |S & sources|`` has a smaller ratio, which becomes ``x``;
+    when no check is violated, ``x`` is the minimum.
     """
     sources_all = {v for _, sources in demands for v in sources}
     x = min(_out_capacity(graph, [v]) for v in sources_all)
-    denominator = math.lcm(*(d[_CAPACITY].denominator for _, _, d in graph.edges(data=True)))
-    integral = {(u, v): int(d[_CAPACITY] * denominator) for u, v, d in graph.edges(data=True)}
-    network = nx.DiGraph()
-    network.add_nodes_from(graph.nodes)
-    network.add_edges_from(integral)
-    network.add_edges_from((_SOURCE, v) for v in sources_all)
+    network = _FlowNetwork(graph, sources_all)
     checked_at = None
     while checked_at != x:
         checked_at = x
         for sink, sources in demands:
             chosen = set(sources)
-            # capacities times denominator * q, so that x becomes the integer p * denominator
-            p, q = x.numerator, x.denominator
-            for (u, v), c in integral.items():
-                network.edges[u, v][_CAPACITY] = c * q
-            for v in sources_all:
-                network.edges[_SOURCE, v][_CAPACITY] = p * denominator if v in chosen else 0
-            value, (side, _) = nx.minimum_cut(network, _SOURCE, sink)
-            if value < p * denominator * len(chosen):
-                cut = side - {_SOURCE}
-                x = _out_capacity(graph, cut) / len(cut & chosen)
+            out, inside = network.min_cut(x, chosen, sink)
+            if out < x * inside:
+                x = out / inside
     return x
+
+
+class _FlowNetwork:
+    """A capacity graph plus a super source feeding ``sources``, as integer arrays for scipy's max flow.
+
+    Every capacity is ``units[e] * unit / denominator`` with integer ``units``: ``denominator``
+    the capacities' common denominator, ``unit`` the gcd of their numerators over it. The
+    arcs are the graph's edges, the super source's, and a zero-capacity reverse for every
+    arc without one: scipy's max flow then keeps this CSR structure, so its flow lines up
+    with the capacities.
+    """
+
+    __slots__ = ("_graph", "_index", "_source", "_sources", "_denominator", "_unit", "_units", "_largest")
+    __slots__ += ("_edge_arcs", "_source_arcs", "_tails", "_heads", "_indptr", "_reference")
+
+    def __init__(self, graph: nx.DiGraph, sources: Iterable[object]) -> None:
+        self._graph = graph
+        self._index = {v: i for i, v in enumerate(graph.nodes)}
+        self._source = len(self._index)
+        self._sources = sorted(sources, key=self._index.__getitem__)
+        capacities = [d[_CAPACITY] for _, _, d in graph.edges(data=True)]
+        self._denominator = math.lcm(*(c.denominator for c in capacities))
+        numerators = [c.numerator * (self._denominator // c.denominator) for c in capacities]
+        self._unit = math.gcd(*numerators) or 1
+        units = [c // self._unit for c in numerators]
+        self._largest = max(units, default=0)
+        self._units = np.array(units if self._largest <= _SCIPY_MAX_CAPACITY else [], dtype=np.int64)
+        self._reference: nx.DiGraph | None = None
+        edges = [(self._index[u], self._index[v]) for u, v in graph.edges]
+        present = set(edges)
+        feeds = [(self._source, self._index[v]) for v in self._sources]
+        backs = [(v, u) for u, v in edges if (v, u) not in present] + [(v, u) for u, v in feeds]
+        tails = np.array([u for u, _ in edges + feeds + backs], dtype=np.int32)
+        heads = np.array([v for _, v in edges + feeds + backs], dtype=np.int32)
+        order = np.lexsort((heads, tails))  # CSR order: by tail, then head
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        self._edge_arcs = position[: len(edges)]
+        self._source_arcs = position[len(edges) : len(edges) + len(feeds)]
+        self._tails, self._heads = tails[order], heads[order]
+        self._indptr = np.searchsorted(self._tails, np.arange(self._source + 2)).astype(np.int32)
+
+    def min_cut(self, x: Fraction, chosen: set[object], sink: object) -> tuple[Fraction, int]:
+        """``(B+(S), |S & chosen|)`` of a minimum cut ``S`` (the super source's side, less it) at rate ``x`` into ``sink``.
+
+        ``S`` is the set reachable from the super source in the residual graph of a maximum
+        flow in which the super source feeds each vertex of ``chosen`` at rate ``x``.
+        """
+        p, q = x.numerator, x.denominator
+        # capacities times denominator * q, and x times denominator, are integers; divide by their gcd
+        common = math.gcd(self._unit * q, p * self._denominator)
+        per_unit, feed = self._unit * q // common, p * self._denominator // common
+        if self._largest * per_unit > _SCIPY_MAX_CAPACITY or feed > _SCIPY_MAX_CAPACITY:
+            return self._min_cut_networkx(x, chosen, sink)
+        capacity = np.zeros(len(self._heads), dtype=np.int32)
+        capacity[self._edge_arcs] = self._units * per_unit
+        fed = np.fromiter((v in chosen for v in self._sources), dtype=bool, count=len(self._sources))
+        capacity[self._source_arcs] = fed * feed
+        shape = (self._source + 1, self._source + 1)
+        network = csr_array((capacity, self._heads, self._indptr), shape=shape, copy=True)  # scipy may sort in place
+        flow = maximum_flow(network, self._source, self._index[sink]).flow
+        if not (np.array_equal(flow.indptr, self._indptr) and np.array_equal(flow.indices, self._heads)):
+            return self._min_cut_networkx(x, chosen, sink)  # a scipy that lays out its flow otherwise
+        usable = capacity.astype(np.int64) > flow.data  # the arcs with residual capacity
+        indptr = np.concatenate(([0], np.cumsum(np.bincount(self._tails[usable], minlength=self._source + 1))))
+        residual = csr_array((np.ones(int(indptr[-1]), dtype=np.int8), self._heads[usable], indptr), shape=shape)
+        inside = np.zeros(self._source + 1, dtype=bool)
+        inside[breadth_first_order(residual, self._source, directed=True, return_predecessors=False)] = True
+        if inside[self._index[sink]]:
+            raise RuntimeError(f"max flow: scipy's maximum_flow left an augmenting path to {sink!r}")
+        leaving = inside[self._tails[self._edge_arcs]] & ~inside[self._heads[self._edge_arcs]]
+        out = Fraction(int(self._units[leaving].sum()) * self._unit, self._denominator)
+        return out, int(np.count_nonzero(inside[self._heads[self._source_arcs]] & fed))
+
+    def _min_cut_networkx(self, x: Fraction, chosen: set[object], sink: object) -> tuple[Fraction, int]:
+        """:meth:`min_cut` with networkx's max flow on Python integers (no overflow, slower)."""
+        if self._reference is None:
+            self._reference = nx.DiGraph()
+            self._reference.add_nodes_from(self._graph.nodes)
+            self._reference.add_edges_from(self._graph.edges)
+            self._reference.add_edges_from((_SOURCE, v) for v in self._sources)
+        p, q = x.numerator, x.denominator
+        for u, v, d in self._graph.edges(data=True):
+            self._reference.edges[u, v][_CAPACITY] = int(d[_CAPACITY] * self._denominator) * q
+        for v in self._sources:
+            self._reference.edges[_SOURCE, v][_CAPACITY] = p * self._denominator if v in chosen else 0
+        _, (side, _) = nx.minimum_cut(self._reference, _SOURCE, sink)
+        cut = side - {_SOURCE}
+        return _out_capacity(self._graph, cut), len(cut & chosen)
 
 
 def _all_to_all_ratio(topology: Topology, graph: nx.DiGraph) -> Fraction:
@@ -342,25 +464,71 @@ def _all_to_all_ratio(topology: Topology, graph: nx.DiGraph) -> Fraction:
     n = topology.nranks
     ranks = set(range(n))
     vertices = list(graph.nodes)
-    if len(vertices) <= EXACT_CUT_VERTICES:
-        candidates = _best_cuts_by_enumeration(graph, vertices, ranks)
-    else:
-        everything = set(vertices)
-        host = {v: topology.host_of(v) for v in vertices}
-        family = [{v} for v in vertices]
-        family += [{v for v in vertices if host[v] == h} for h in sorted(set(host.values()) - {None})]
-        for k in range(1, n):
-            # ranks 0..k-1 with the switches and NICs of the hosts whose ranks all lie below k
-            below = {host[r] for r in range(k)} - {host[r] for r in range(k, n)}
-            family.append(set(range(k)) | {v for v in vertices if not isinstance(v, int) and host[v] is not None and host[v] in below})
-        family += [everything - s for s in family]
-        candidates = [s for s in family if s and s != everything]
+    if len(vertices) > EXACT_CUT_VERTICES:
+        return max(
+            (Fraction(inside * (n - inside)) / out for inside, out in _cut_family(topology, graph) if 0 < inside < n), default=Fraction(0)
+        )
     best = Fraction(0)
-    for cut in candidates:
+    for cut in _best_cuts_by_enumeration(graph, vertices, ranks):
         inside = len(cut & ranks)
         if inside and inside < n:
             best = max(best, Fraction(inside * (n - inside)) / _out_capacity(graph, cut))
     return best
+
+
+def _cut_family(topology: Topology, graph: nx.DiGraph) -> Iterator[tuple[int, Fraction]]:
+    """``(|S & R|, B+(S))`` for the cut family of :func:`bandwidth_bound`'s all_to_all and the complements.
+
+    The family: every single vertex, every host's vertices, and every rank prefix
+    ``S_k = {0..k-1}`` (``0 < k < N``) with the switches and NICs of the hosts whose ranks
+    all lie below ``k``. A complement's ``B+`` is its set's ``B-`` (capacity entering). The
+    prefixes are nested, ``S_k = {v : t(v) <= k}``, so an edge ``u -> v`` leaves exactly the
+    ``S_k`` with ``t(u) <= k < t(v)``: all ``B+(S_k)`` (and ``B-(S_k)``) come from one pass
+    over the edges and a running sum.
+    """
+    n = topology.nranks
+    vertices = list(graph.nodes)
+    index = {v: i for i, v in enumerate(vertices)}
+    host = [topology.host_of(v) for v in vertices]
+    edges = [(index[u], index[v], d[_CAPACITY]) for u, v, d in graph.edges(data=True)]
+
+    leaving, entering = [Fraction(0)] * len(vertices), [Fraction(0)] * len(vertices)
+    for u, v, c in edges:
+        leaving[u] += c
+        entering[v] += c
+    for i, v in enumerate(vertices):
+        inside = 1 if isinstance(v, int) else 0
+        yield inside, leaving[i]
+        yield n - inside, entering[i]
+
+    hosts = sorted({h for h in host if h is not None})
+    host_ranks = Counter(host[index[r]] for r in range(n))
+    host_leaving, host_entering = {h: Fraction(0) for h in hosts}, {h: Fraction(0) for h in hosts}
+    for u, v, c in edges:
+        if host[u] != host[v]:
+            if host[u] is not None:
+                host_leaving[host[u]] += c
+            if host[v] is not None:
+                host_entering[host[v]] += c
+    for h in hosts:
+        yield host_ranks[h], host_leaving[h]
+        yield n - host_ranks[h], host_entering[h]
+
+    last_rank = {host[index[r]]: r for r in range(n) if host[index[r]] is not None}  # each host's highest rank
+    never = n + 1  # beyond every prefix: fabric vertices and hosts without ranks
+    threshold = [v + 1 if isinstance(v, int) else last_rank.get(host[i], never - 1) + 1 for i, v in enumerate(vertices)]
+    out_step, in_step = [Fraction(0)] * (n + 2), [Fraction(0)] * (n + 2)
+    for u, v, c in edges:
+        low, high = sorted((threshold[u], threshold[v]))
+        step = out_step if threshold[u] < threshold[v] else in_step
+        step[low] += c
+        step[high] -= c
+    out, into = Fraction(0), Fraction(0)
+    for k in range(1, n):
+        out += out_step[k]
+        into += in_step[k]
+        yield k, out
+        yield n - k, into
 
 
 def _best_cuts_by_enumeration(graph: nx.DiGraph, vertices: list[object], ranks: set[int]) -> list[set[object]]:
