@@ -4,11 +4,12 @@ from synccl.synth._bounds import EXACT_CUT_VERTICES, Bound, bandwidth_bound, lat
 from synccl.synth._install import InstallResult, install, installed
 from synccl.synth._pareto import Attempt, ParetoPoint, ParetoResult, pareto_frontier, rounds_per_chunk_bound, verdict
 from synccl.synth._smt import steps_lower_bound, synthesize
-from synccl.synth._trees import FLAT_RANKS, TREE_COLLECTIVES, Certificate, Tree, TreePacking, TreePhase, pack_trees
+from synccl.synth._trees import FLAT_RANKS, MAX_CHUNKS, TREE_COLLECTIVES, Certificate, Tree, TreePacking, TreePhase, pack_trees
 
 __all__ = [
     "Certificate",
     "FLAT_RANKS",
+    "MAX_CHUNKS",
     "TREE_COLLECTIVES",
     "Tree",
     "TreePacking",

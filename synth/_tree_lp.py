@@ -152,6 +152,7 @@ def solve_tree_lp(
         highs.run()
         if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             raise Infeasible(f"tree packing on {net.topology.name!r}: HiGHS ended with {highs.modelStatusToString(highs.getModelStatus())}")
+        value = highs.getInfo().objective_function_value
         duals = np.asarray(highs.getSolution().row_dual)
         price = np.maximum(-duals[nroots:], 0.0)
         added = 0
@@ -165,7 +166,7 @@ def solve_tree_lp(
             net.topology.name,
             iterations,
             len(columns),
-            highs.getInfo().objective_function_value,
+            value,
             added,
         )
         if not added:

@@ -1,4 +1,11 @@
-"""``synccl synth COLLECTIVE --topology T [--steps S --rounds R --chunks C | --pareto]``: SMT synthesis."""
+"""``synccl synth COLLECTIVE --topology T [--method auto|smt|trees|flow]``: synthesis from the command line.
+
+``smt`` takes ``--steps S --rounds R --chunks C`` or ``--pareto``; ``trees`` and ``flow`` (the
+polynomial methods, :mod:`synccl.cli._synth_poly`) need only the topology. ``auto`` picks SMT
+when SMT options are given, else the all-to-all LP for all_to_all, tree packing for the
+collectives built from trees, and SMT's Pareto search for gather and scatter up to
+:data:`SMT_AUTO_RANKS` ranks.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +17,45 @@ from fractions import Fraction
 from pathlib import Path
 
 from synccl.cli._format import print_json, table
-from synccl.collectives import Algorithm, parse_collective, save_msccl_xml
+from synccl.cli._synth_poly import SIM_SIZES, run_polynomial
+from synccl.collectives import Algorithm, Collective, parse_collective, save_msccl_xml
 from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout
 from synccl.sim import simulate
-from synccl.synth import Attempt, install, pareto_frontier, rounds_per_chunk_bound, steps_lower_bound, synthesize, verdict
-from synccl.topologies import get_topology
+from synccl.synth import TREE_COLLECTIVES, Attempt, install, pareto_frontier, rounds_per_chunk_bound, steps_lower_bound, synthesize, verdict
+from synccl.topologies import Topology, get_topology
 from synccl.units import format_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    syn = sub.add_parser("synth", help="synthesize an algorithm (or SCCL's Pareto frontier) with an SMT solver")
-    syn.add_argument("collective", help="e.g. all_gather, broadcast, reduce_scatter, all_reduce")
-    syn.add_argument("--topology", required=True, help="a named topology, e.g. dgx1 or ring:4")
+    syn = sub.add_parser("synth", help="synthesize an algorithm: SMT (SCCL's Pareto frontier), tree packing or the all-to-all LP")
+    syn.add_argument("collective", help="e.g. all_gather, broadcast, reduce_scatter, all_reduce, all_to_all")
+    syn.add_argument("--topology", required=True, help="a named topology, e.g. dgx1, ring:4, dgx-a100:128, or a .json file")
+    syn.add_argument(
+        "--method", choices=("auto", "smt", "trees", "flow"), default="auto", help="synthesizer (default auto: see synccl synth --help)"
+    )
+    syn.add_argument(
+        "--hierarchy",
+        choices=("auto", "flat", "hierarchical"),
+        default="auto",
+        help="trees/flow: solve the whole topology (flat) or host by host (hierarchical); default auto",
+    )
+    syn.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     syn.add_argument("--steps", type=int, help="steps of the algorithm")
     syn.add_argument("--rounds", type=int, help="total rounds (bandwidth cost)")
     syn.add_argument("--chunks", type=int, help="chunks per rank share (chunk factor)")
     syn.add_argument("--pareto", action="store_true", help="search the steps/rounds-per-chunk frontier instead")
     syn.add_argument("--max-steps", type=int, help="with --pareto: last step count tried")
-    syn.add_argument("--max-chunks", type=int, default=6, help="with --pareto: largest chunk factor tried (default 6)")
+    syn.add_argument("--max-chunks", type=int, help="with --pareto: largest chunk factor tried (default 6); trees: most chunks per root (default 256)")
     syn.add_argument("--root", type=int, default=0, help="root of rooted collectives (default 0)")
-    syn.add_argument("--time-limit", type=float, help="seconds per solver call")
+    syn.add_argument(
+        "--time-limit", type=float, help="smt: seconds per solver call; trees/flow: seconds of solving, then the best found so far"
+    )
     syn.add_argument("-o", "--output", help="write the synthesized algorithm (single instance) to FILE.json or FILE.xml (MSCCL)")
-    syn.add_argument("--install", action="store_true", help="install the results for the sizes where the simulator says they beat the library (used by the runtime when SYNCCL_TOPOLOGY names this topology)")
+    syn.add_argument(
+        "--install",
+        action="store_true",
+        help="install the results for the sizes where the simulator says they beat the library (used by the runtime when SYNCCL_TOPOLOGY names this topology)",
+    )
     syn.add_argument("--json", action="store_true", help="print JSON")
     syn.set_defaults(func=_run)
 
@@ -43,9 +67,46 @@ def _progress(attempt: Attempt) -> None:
     )
 
 
+#: ``--pareto``'s largest chunk factor unless ``--max-chunks`` says otherwise.
+PARETO_MAX_CHUNKS = 6
+#: ``--method auto`` runs SMT's Pareto search for gather and scatter up to this many ranks.
+SMT_AUTO_RANKS = 16
+
+
+def choose_method(collective: Collective, nranks: int, *, smt_options: bool) -> str:
+    """The synthesizer ``--method auto`` runs (module docstring).
+
+    >>> choose_method(Collective.ALL_TO_ALL, 32, smt_options=False), choose_method(Collective.ALL_GATHER, 1024, smt_options=False)
+    ('flow', 'trees')
+    """
+    if smt_options:
+        return "smt"
+    if collective is Collective.ALL_TO_ALL:
+        return "flow"
+    if collective in TREE_COLLECTIVES:
+        return "trees"
+    if nranks <= SMT_AUTO_RANKS:
+        return "smt"
+    raise CollectiveError(
+        f"synth: no polynomial method synthesizes {collective.value}, and {nranks} ranks is past SMT's reach ({SMT_AUTO_RANKS}); give --method smt with --steps/--rounds/--chunks to try anyway"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     collective = parse_collective(args.collective)
     topo = get_topology(args.topology)
+    smt_options = args.pareto or any(v is not None for v in (args.steps, args.rounds, args.chunks))
+    method = choose_method(collective, topo.nranks, smt_options=smt_options) if args.method == "auto" else args.method
+    if method == "smt" and not smt_options:
+        args.pareto = True
+    if method != "smt":
+        if smt_options:
+            raise CollectiveError(f"synth: --steps/--rounds/--chunks/--pareto are SMT options, not for --method {method}")
+        return run_polynomial(args, method, collective, topo)
+    return _run_smt(args, collective, topo)
+
+
+def _run_smt(args: argparse.Namespace, collective: Collective, topo: Topology) -> int:
     fixed = (args.steps, args.rounds, args.chunks)
     if args.pareto == any(v is not None for v in fixed) or (not args.pareto and None in fixed):
         raise CollectiveError("synth: give either --pareto or all of --steps, --rounds and --chunks")
@@ -57,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
             collective,
             topo,
             max_steps=args.max_steps,
-            max_chunks=args.max_chunks,
+            max_chunks=args.max_chunks or PARETO_MAX_CHUNKS,
             root=args.root,
             time_limit=args.time_limit,
             on_attempt=_progress,
@@ -65,7 +126,10 @@ def _run(args: argparse.Namespace) -> int:
         frontier = [(p.steps, p.rounds, p.chunks, p.solve_s, "proven" if p.proven else "unproven") for p in result.points]
         found = [p.algorithm for p in result.points]
         if result.unproven:
-            print(f"unproven (solver time limit): {', '.join(f'({a.steps}, {a.rounds}, {a.chunks})' for a in result.unproven)}", file=sys.stderr)
+            print(
+                f"unproven (solver time limit): {', '.join(f'({a.steps}, {a.rounds}, {a.chunks})' for a in result.unproven)}",
+                file=sys.stderr,
+            )
     else:
         try:
             alg = synthesize(
@@ -92,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for (s, r, c, t, status), alg in zip(frontier, found, strict=True):
         program = alg.to_program()
-        sims = {size: simulate(program, topo, size) for size in _SIM_SIZES}
+        sims = {size: simulate(program, topo, size) for size in SIM_SIZES}
         rows.append(
             {
                 "steps": s,
@@ -107,25 +171,40 @@ def _run(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print_json({"collective": collective.value, "topology": topo.name, "frontier": rows, "total_s": round(total, 3), "steps_bound": step_bound, "rounds_per_chunk_bound": str(ratio_bound)})
+        print_json(
+            {
+                "collective": collective.value,
+                "topology": topo.name,
+                "frontier": rows,
+                "total_s": round(total, 3),
+                "steps_bound": step_bound,
+                "rounds_per_chunk_bound": str(ratio_bound),
+            }
+        )
     else:
-        headers = ["steps", "rounds", "chunks", "rounds/chunk", "gap to bounds", "solve_s", "optimal"] + [f"busbw {format_size(x)}" for x in _SIM_SIZES]
+        headers = ["steps", "rounds", "chunks", "rounds/chunk", "gap to bounds", "solve_s", "optimal"] + [
+            f"busbw {format_size(x)}" for x in SIM_SIZES
+        ]
         print(
             table(
                 headers,
                 [
-                    [row["steps"], row["rounds"], row["chunks"], f"{row['rounds']}/{row['chunks']}", f"+{row['steps_gap']} steps, +{100 * row['rounds_per_chunk_gap']:.0f}% rounds/chunk", row["solve_s"], row["optimal"]]
-                    + [row[f"busbw_gbps_{format_size(x)}"] for x in _SIM_SIZES]
+                    [
+                        row["steps"],
+                        row["rounds"],
+                        row["chunks"],
+                        f"{row['rounds']}/{row['chunks']}",
+                        f"+{row['steps_gap']} steps, +{100 * row['rounds_per_chunk_gap']:.0f}% rounds/chunk",
+                        row["solve_s"],
+                        row["optimal"],
+                    ]
+                    + [row[f"busbw_gbps_{format_size(x)}"] for x in SIM_SIZES]
                     for row in rows
                 ],
             )
         )
         print(f"lower bounds: {step_bound} steps, {ratio_bound} rounds/chunk; busbw simulated on {topo.name} (GB/s); total {total:.2f} s")
     return 0
-
-
-#: Message sizes at which every frontier point is simulated.
-_SIM_SIZES = (1 << 10, 1 << 20, 64 << 20)
 
 
 def _save(alg: Algorithm, path: Path) -> None:
