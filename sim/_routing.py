@@ -90,6 +90,9 @@ def routes(
     for row, src in enumerate(sources):
         previous = predecessors[row]
         for dst in by_source[src]:
+            if graph.has_edge(src, dst):  # a direct link is always taken (module docstring)
+                table[src, dst] = Route(src, dst, ((src, dst),), graph.edges[src, dst][LATENCY])
+                continue
             at = index[dst]
             if previous[at] < 0:
                 raise TopologyError(f"{op}: no route {src!r} -> {dst!r} in topology {topology.name!r}")

@@ -31,7 +31,7 @@ import numpy as np
 from synccl.exceptions import Infeasible
 from synccl.synth._routes import LogicalNetwork
 
-__all__ = ["WeightedTree", "TreeLP", "solve_tree_lp", "Direction"]
+__all__ = ["WeightedTree", "TreeLP", "TreeModel", "solve_tree_lp", "Direction"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,62 +123,93 @@ def solve_tree_lp(
     >>> round(lp.time_per_unit * float(get_topology("ring:3").link(0, 1).bandwidth), 9), lp.optimal
     (1.0, True)
     """
-    n = net.topology.nranks
-    arcs = arcs_of(net, direction)
-    nroots, nlinks = len(roots), len(net.links)
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
-    inf = highspy.kHighsInf
-    highs.addCol(1.0, 0.0, inf, 0, np.array([], dtype=np.int32), np.array([]))  # t
-    highs.addRows(nroots, np.ones(nroots), np.ones(nroots), 0, np.array([], dtype=np.int32), np.array([], dtype=np.int32), np.array([]))
-    starts = np.arange(nlinks, dtype=np.int32)
-    highs.addRows(nlinks, np.full(nlinks, -inf), np.zeros(nlinks), nlinks, starts, np.zeros(nlinks, dtype=np.int32), -net.capacity)
-    columns: list[tuple[int, tuple[int | None, ...]]] = []
-    seen: set[tuple[int, tuple[int | None, ...]]] = set()
+    return TreeModel(net, roots, direction).solve(deadline=deadline)
 
-    def add(row: int, parent: tuple[int | None, ...]) -> None:
-        counts = tree_link_counts(parent, arcs)
-        rows = np.array([row] + [nroots + link for link in counts], dtype=np.int32)
-        values = np.array([1.0] + [float(c) for c in counts.values()])
-        highs.addCol(0.0, 0.0, inf, len(rows), rows, values)
-        columns.append((roots[row], parent))
-        seen.add((roots[row], parent))
 
-    for row, root in enumerate(roots):
-        add(row, _hop_tree(arcs, root, n))
-    iterations, optimal = 0, False
-    while True:
-        iterations += 1
-        highs.run()
-        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            raise Infeasible(f"tree packing on {net.topology.name!r}: HiGHS ended with {highs.modelStatusToString(highs.getModelStatus())}")
-        value = highs.getInfo().objective_function_value
-        duals = np.asarray(highs.getSolution().row_dual)
-        price = np.maximum(-duals[nroots:], 0.0)
-        added = 0
-        for row, root in enumerate(roots):
-            parent, cost = _cheapest_tree(arcs, price, root, n)
-            if cost < duals[row] - _REDUCED_COST_TOLERANCE * max(1.0, abs(duals[row])) and (root, parent) not in seen:
-                add(row, parent)
-                added += 1
-        logger.info(
-            "tree packing on %r: iteration %d, %d columns, LP %.9g, %d new",
-            net.topology.name,
-            iterations,
-            len(columns),
-            value,
-            added,
+class TreeModel:
+    """The restricted master LP of :func:`solve_tree_lp`, kept to be solved again.
+
+    Between solves the roots' demands may change and link capacity may be taken by committed
+    trees (:meth:`commit`); :meth:`solve` then runs column generation from the current columns
+    (HiGHS warm-starts from the last basis). Rows: one unit-demand row per root, then one
+    ``sum_T w_T load_T(l) - capacity_l t <= -committed_l`` row per link; column 0 is ``t``.
+    """
+
+    def __init__(self, net: LogicalNetwork, roots: Sequence[int], direction: Direction) -> None:
+        self.net, self.roots, self.direction = net, list(roots), direction
+        self.arcs = arcs_of(net, direction)
+        self.nroots, nlinks = len(self.roots), len(net.links)
+        self.highs = highspy.Highs()
+        self.highs.setOptionValue("output_flag", False)
+        empty = np.array([], dtype=np.int32)
+        self.highs.addCol(1.0, 0.0, highspy.kHighsInf, 0, empty, np.array([]))  # t
+        self.highs.addRows(self.nroots, np.ones(self.nroots), np.ones(self.nroots), 0, empty, empty, np.array([]))
+        starts = np.arange(nlinks, dtype=np.int32)
+        self.highs.addRows(
+            nlinks, np.full(nlinks, -highspy.kHighsInf), np.zeros(nlinks), nlinks, starts, np.zeros(nlinks, dtype=np.int32), -net.capacity
         )
-        if not added:
-            optimal = True
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            highs.run()
-            break
-    values = np.asarray(highs.getSolution().col_value)[1:]
-    trees = tuple(WeightedTree(root, parent, float(w)) for (root, parent), w in zip(columns, values, strict=True) if w > 1e-12)
-    generated = tuple(WeightedTree(root, parent, float(w)) for (root, parent), w in zip(columns, values, strict=True))
-    return TreeLP(trees, generated, float(highs.getInfo().objective_function_value), iterations, optimal)
+        self.columns: list[tuple[int, tuple[int | None, ...]]] = []
+        self._seen: set[tuple[int, tuple[int | None, ...]]] = set()
+        for row, root in enumerate(self.roots):
+            self._add(row, _hop_tree(self.arcs, root, net.topology.nranks))
+
+    def _add(self, row: int, parent: tuple[int | None, ...]) -> None:
+        counts = tree_link_counts(parent, self.arcs)
+        rows = np.array([row] + [self.nroots + link for link in counts], dtype=np.int32)
+        values = np.array([1.0] + [float(c) for c in counts.values()])
+        self.highs.addCol(0.0, 0.0, highspy.kHighsInf, len(rows), rows, values)
+        self.columns.append((self.roots[row], parent))
+        self._seen.add((self.roots[row], parent))
+
+    def set_demands(self, demands: Sequence[float]) -> None:
+        """Units of data each root (in ``roots`` order) still has to send."""
+        rows = np.arange(self.nroots, dtype=np.int32)
+        values = np.asarray(demands, dtype=float)
+        self.highs.changeRowsBounds(self.nroots, rows, values, values)
+
+    def commit(self, committed: np.ndarray) -> None:
+        """Per-link load already taken by trees fixed outside the LP."""
+        nlinks = len(self.net.links)
+        rows = np.arange(self.nroots, self.nroots + nlinks, dtype=np.int32)
+        self.highs.changeRowsBounds(nlinks, rows, np.full(nlinks, -highspy.kHighsInf), -np.asarray(committed, dtype=float))
+
+    def solve(self, *, deadline: float | None = None) -> TreeLP:
+        """Column generation to optimality (or ``deadline``); see :func:`solve_tree_lp`."""
+        n = self.net.topology.nranks
+        iterations, optimal = 0, False
+        while True:
+            iterations += 1
+            self.highs.run()
+            if self.highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                status = self.highs.modelStatusToString(self.highs.getModelStatus())
+                raise Infeasible(f"tree packing on {self.net.topology.name!r}: HiGHS ended with {status}")
+            value = self.highs.getInfo().objective_function_value
+            duals = np.asarray(self.highs.getSolution().row_dual)
+            price = np.maximum(-duals[self.nroots :], 0.0)
+            added = 0
+            for row, root in enumerate(self.roots):
+                parent, cost = _cheapest_tree(self.arcs, price, root, n)
+                if cost < duals[row] - _REDUCED_COST_TOLERANCE * max(1.0, abs(duals[row])) and (root, parent) not in self._seen:
+                    self._add(row, parent)
+                    added += 1
+            logger.info(
+                "tree packing on %r: iteration %d, %d columns, LP %.9g, %d new",
+                self.net.topology.name,
+                iterations,
+                len(self.columns),
+                value,
+                added,
+            )
+            if not added:
+                optimal = True
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                self.highs.run()
+                break
+        values = np.asarray(self.highs.getSolution().col_value)[1:]
+        generated = tuple(WeightedTree(root, parent, float(w)) for (root, parent), w in zip(self.columns, values, strict=True))
+        trees = tuple(t for t in generated if t.weight > 1e-12)
+        return TreeLP(trees, generated, float(self.highs.getInfo().objective_function_value), iterations, optimal)
 
 
 def _hop_tree(arcs: dict[tuple[int, int], tuple[int, ...]], root: int, n: int) -> tuple[int | None, ...]:

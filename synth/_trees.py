@@ -40,7 +40,7 @@ from synccl.collectives import Collective, CollectiveSpec, Program, parse_collec
 from synccl.exceptions import CollectiveError, TopologyError
 from synccl.synth._bounds import _us_per_byte
 from synccl.synth._routes import LogicalNetwork, logical_network
-from synccl.synth._tree_lp import Direction, TreeLP, WeightedTree, arcs_of, solve_tree_lp, tree_link_counts
+from synccl.synth._tree_lp import Direction, TreeLP, TreeModel, WeightedTree, arcs_of, tree_link_counts
 from synccl.topologies import Topology
 
 __all__ = [
@@ -71,6 +71,12 @@ PIPELINE_PIECES = 8
 PIPELINE_TRANSFERS = 20_000
 #: Relative gap the chunk split may leave to the LP optimum before a larger chunk count is tried.
 _SPLIT_TOLERANCE = 1e-9
+#: Seconds a dive may take before the split falls back to rounding.
+_DIVE_SECONDS = 3.0
+#: Chunk counts (multiples of the first candidate) the integral-split MILP tries.
+_MILP_TRIES = 3
+#: Trees a dive tries for a single chunk before giving up.
+_DIVE_TRIES = 4
 #: Seconds each integral-split MILP may take before the next chunk count is tried.
 _MILP_SECONDS = 2.0
 _BYTES_PER_US_PER_GBPS = 1000
@@ -235,7 +241,8 @@ def pack_trees(
     root : int
         Root of broadcast and reduce.
     method : {"auto", "flat", "hierarchical"}
-        ``auto``: flat up to :data:`FLAT_RANKS` ranks or on one host, else hierarchical.
+        ``auto``: flat on one host or for rooted collectives; hierarchical on multi-host
+        fabrics past :data:`FLAT_RANKS` ranks; both (the better certificate wins) below.
     time_limit : float, optional
         Seconds of column generation; when reached, the best packing so far is returned and
         its certificate shows the gap.
@@ -276,72 +283,98 @@ def pack_trees(
         raise CollectiveError(f"pack_trees: method must be 'auto', 'flat' or 'hierarchical', got {method!r}")
     started = time.monotonic()
     deadline = None if time_limit is None else started + time_limit
-    chosen = _choose_method(topology, rooted) if method == "auto" else method
     roots = [root] if rooted else list(range(n))
     directions: list[Direction] = []
     if coll in (Collective.REDUCE_SCATTER, Collective.ALL_REDUCE, Collective.REDUCE):
         directions.append("in")
     if coll in (Collective.ALL_GATHER, Collective.ALL_REDUCE, Collective.BROADCAST):
         directions.append("out")
-    if chosen == "hierarchical":
-        from synccl.synth._tree_hierarchy import hierarchical_phase
-
-        phases = [hierarchical_phase(topology, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
-    else:
-        net = logical_network(topology)
-        phases = [flat_phase(net, roots, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
-    phases = _common_chunks(phases)
     units = 1 if rooted else n  # a unit is the whole message (rooted) or one rank's shard
     scale = Fraction(1, _BYTES_PER_US_PER_GBPS * units)
-    certificate = Certificate(
-        achieved_us_per_byte=sum((p.time_per_unit for p in phases), Fraction(0)) * scale,
-        bound_us_per_byte=_us_per_byte(topology, coll, root if rooted else None),
-        lp_us_per_byte=sum(p.lp_time_per_unit for p in phases) * float(scale),
-        lp_optimal=all(p.lp_optimal for p in phases),
-    )
-    if certificate.gap < -1e-9:
-        raise RuntimeError(
-            f"pack_trees: packing on {topology.name!r} beats the cut bound ({certificate.describe()}); the bound or the load count is wrong"
+    packings: list[TreePacking] = []
+    for chosen in _candidate_methods(topology, rooted) if method == "auto" else [method]:
+        try:
+            phases = _common_chunks(_phases(chosen, topology, roots, directions, deadline, max_chunks))
+        except TopologyError:
+            if method == "auto" and packings:
+                continue  # the hierarchical alternative does not apply here
+            raise
+        certificate = Certificate(
+            achieved_us_per_byte=sum((p.time_per_unit for p in phases), Fraction(0)) * scale,
+            bound_us_per_byte=_us_per_byte(topology, coll, root if rooted else None),
+            lp_us_per_byte=sum(p.lp_time_per_unit for p in phases) * float(scale),
+            lp_optimal=all(p.lp_optimal for p in phases),
         )
-    packing = TreePacking(coll, topology, root if rooted else None, chosen, tuple(phases), certificate, time.monotonic() - started)
-    logger.info("pack_trees %s on %r (%s): %s in %.2f s", coll.value, topology.name, chosen, certificate.describe(), packing.seconds)
-    return packing
+        if certificate.gap < -1e-9:
+            raise RuntimeError(
+                f"pack_trees: packing on {topology.name!r} beats the cut bound ({certificate.describe()}); the bound or the load count is wrong"
+            )
+        packing = TreePacking(coll, topology, root if rooted else None, chosen, tuple(phases), certificate, time.monotonic() - started)
+        logger.info("pack_trees %s on %r (%s): %s in %.2f s", coll.value, topology.name, chosen, certificate.describe(), packing.seconds)
+        packings.append(packing)
+    best = min(packings, key=lambda p: p.certificate.achieved_us_per_byte)  # the first method ran or raised
+    return replace(best, seconds=time.monotonic() - started)
 
 
-def _choose_method(topology: Topology, rooted: bool) -> Literal["flat", "hierarchical"]:
-    """Flat when small, on one host or rooted; hierarchical for big multi-host fabrics."""
-    if rooted or topology.nranks <= FLAT_RANKS or len({topology.host_of(r) for r in topology.ranks}) < 2:
-        return "flat"
-    return "hierarchical"
+def _phases(
+    method: str, topology: Topology, roots: list[int], directions: list[Direction], deadline: float | None, max_chunks: int
+) -> list[TreePhase]:
+    if method == "hierarchical":
+        from synccl.synth._tree_hierarchy import hierarchical_phase
+
+        return [hierarchical_phase(topology, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
+    net = logical_network(topology)
+    return [flat_phase(net, roots, d, deadline=deadline, max_chunks=max_chunks) for d in directions]
+
+
+def _candidate_methods(topology: Topology, rooted: bool) -> list[Literal["flat", "hierarchical"]]:
+    """``auto``: flat when small, on one host or rooted, else hierarchical; small multi-host fabrics try both."""
+    multihost = len({topology.host_of(r) for r in topology.ranks}) > 1
+    if rooted or not multihost:
+        return ["flat"]
+    return ["flat", "hierarchical"] if topology.nranks <= FLAT_RANKS else ["hierarchical"]
 
 
 def flat_phase(net: LogicalNetwork, roots: Sequence[int], direction: Direction, *, deadline: float | None, max_chunks: int) -> TreePhase:
     """Solve the tree LP for ``roots`` and split it into whole chunks (module docstring)."""
-    lp = solve_tree_lp(net, roots, direction, deadline=deadline)
-    return split_into_chunks(net, lp, roots, direction, max_chunks=max_chunks)
+    model = TreeModel(net, roots, direction)
+    lp = model.solve(deadline=deadline)
+    return split_into_chunks(model, lp, max_chunks=max_chunks, deadline=deadline)
 
 
-def split_into_chunks(net: LogicalNetwork, lp: TreeLP, roots: Sequence[int], direction: Direction, *, max_chunks: int) -> TreePhase:
+def split_into_chunks(model: TreeModel, lp: TreeLP, *, max_chunks: int, deadline: float | None = None) -> TreePhase:
     """Whole chunks per tree attaining the LP value when possible, else the best rounding found.
 
     Simplex weights of a degenerate LP are often ugly fractions, though the optimum usually has
     an integral split with few chunks (Edmonds: integer capacities pack integrally). With
-    ``t*`` the LP value read as a fraction, ``c`` chunks per root can only be tight on every
-    link when ``capacity * t* * c`` are integers, so ``c`` runs over multiples of that
-    denominator; for each, a feasibility MILP (HiGHS) looks for integer chunk counts over the
+    ``t*`` the LP value read as a fraction, integer loads can fill a link that the LP fills
+    only when ``capacity * t* * c`` is an integer, so ``c`` runs over multiples of the lcm
+    of those denominators over the links the LP solution fills; for each, a feasibility MILP (HiGHS) looks for integer chunk counts over the
     generated trees with every link load within ``capacity * t* * c``. If none is found within
-    ``max_chunks``, largest-remainder rounding of the LP weights for every ``c <= max_chunks``
-    is tried and the fastest kept. The time is always recomputed from integer loads.
+    ``max_chunks``, a dive looks for one with the smallest such ``c``: commit the whole chunks
+    the LP solution already holds (or one chunk of its heaviest tree), take their load off the
+    links and re-solve the LP with column generation for what is left, as long as the LP stays
+    within ``t* c`` -- new columns priced on the residual capacities supply the trees an
+    integral split needs. Failing that, largest-remainder rounding of the LP weights for every
+    ``c <= max_chunks`` is tried and the fastest kept. The time is always recomputed from
+    integer loads.
     """
+    net, roots, direction = model.net, model.roots, model.direction
     if max_chunks < 1:
         raise CollectiveError(f"tree packing: max_chunks must be at least 1, got {max_chunks!r}")
     target = Fraction(lp.time_per_unit).limit_denominator(1 << 20)
-    step = math.lcm(*((c * target).denominator for c in net.exact_capacity))
-    for chunks in range(step, max_chunks + 1, step):
+    step = _tight_step(model, lp, target)
+    for chunks in range(step, min(max_chunks, _MILP_TRIES * step) + 1, step):
         trees = _integral_split(net, lp, roots, direction, chunks, target * chunks)
         if trees:
             exact = phase_time(net, direction, trees, chunks)
             return TreePhase(direction, tuple(trees), chunks, exact, lp.time_per_unit, lp.optimal)
+    if step <= max_chunks and lp.optimal:
+        budget = time.monotonic() + _DIVE_SECONDS
+        trees = _dive(model, lp, step, target * step, budget if deadline is None else min(deadline, budget))
+        if trees:
+            exact = phase_time(net, direction, trees, step)
+            return TreePhase(direction, tuple(trees), step, exact, lp.time_per_unit, lp.optimal)
     by_root: dict[int, list[WeightedTree]] = {r: [] for r in roots}
     for tree in lp.trees:
         by_root[tree.root].append(tree)
@@ -352,6 +385,81 @@ def split_into_chunks(net: LogicalNetwork, lp: TreeLP, roots: Sequence[int], dir
         if float(phases[-1].time_per_unit) <= lp.time_per_unit * (1 + _SPLIT_TOLERANCE):
             break
     return min(phases, key=lambda p: p.time_per_unit)
+
+
+def _tight_step(model: TreeModel, lp: TreeLP, target: Fraction) -> int:
+    """The smallest ``c`` making ``capacity * target * c`` integral on every link the LP solution fills."""
+    load = np.zeros(len(model.net.links))
+    for tree in lp.trees:
+        for link, count in tree_link_counts(tree.parent, model.arcs).items():
+            load[link] += tree.weight * count
+    tight = load >= model.net.capacity * lp.time_per_unit * (1 - 1e-7)
+    return math.lcm(1, *((c * target).denominator for c, full in zip(model.net.exact_capacity, tight, strict=True) if full))
+
+
+def _dive(model: TreeModel, lp: TreeLP, chunks: int, limit: Fraction, deadline: float | None) -> list[Tree]:
+    """Whole chunks by diving with column generation (see :func:`split_into_chunks`); [] when no dive stays within ``limit``.
+
+    Whole chunks of the LP solution are committed together; when none is left, one chunk of
+    one of the :data:`_DIVE_TRIES` heaviest trees, the first whose residual LP stays within
+    ``limit``.
+    """
+    state = _DiveState(dict.fromkeys(model.roots, chunks), {}, np.zeros(len(model.net.links)))
+    weights = [(t, t.weight * chunks) for t in lp.trees]
+    while any(state.remaining.values()):
+        if deadline is not None and time.monotonic() > deadline:
+            return []
+        whole = [(t, min(math.floor(w + 1e-9), state.remaining[t.root])) for t, w in weights]
+        whole = [(t, k) for t, k in whole if k > 0]
+        if whole:
+            state = state.commit(model, whole)
+            if not any(state.remaining.values()):
+                break
+            again = _residual_lp(model, state, deadline)
+        else:
+            live = sorted((tw for tw in weights if state.remaining[tw[0].root] > 0), key=lambda tw: -tw[1])
+            for tree, _ in live[:_DIVE_TRIES]:
+                trial = state.commit(model, [(tree, 1)])
+                if any(trial.remaining.values()):
+                    again = _residual_lp(model, trial, deadline)
+                    fits = again.time_per_unit <= float(limit) * (1 + _SPLIT_TOLERANCE)
+                else:
+                    again, fits = None, float(np.max(trial.used / model.net.capacity)) <= float(limit) * (1 + _SPLIT_TOLERANCE)
+                if fits:
+                    state = trial
+                    break
+            else:
+                return []
+            if again is None:
+                break
+        if again.time_per_unit > float(limit) * (1 + _SPLIT_TOLERANCE):
+            return []
+        weights = [(t, t.weight) for t in again.trees]
+    return [Tree(root, parent, k) for (root, parent), k in state.committed.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class _DiveState:
+    """Chunks still to place per root, chunks committed per tree, and the link load they take."""
+
+    remaining: dict[int, int]
+    committed: dict[tuple[int, tuple[int | None, ...]], int]
+    used: np.ndarray
+
+    def commit(self, model: TreeModel, trees: Sequence[tuple[WeightedTree, int]]) -> _DiveState:
+        remaining, committed, used = dict(self.remaining), dict(self.committed), self.used.copy()
+        for tree, k in trees:
+            committed[tree.root, tree.parent] = committed.get((tree.root, tree.parent), 0) + k
+            remaining[tree.root] -= k
+            for link, count in tree_link_counts(tree.parent, model.arcs).items():
+                used[link] += k * count
+        return _DiveState(remaining, committed, used)
+
+
+def _residual_lp(model: TreeModel, state: _DiveState, deadline: float | None) -> TreeLP:
+    model.set_demands([state.remaining[r] for r in model.roots])
+    model.commit(state.used)
+    return model.solve(deadline=deadline)
 
 
 def _integral_split(

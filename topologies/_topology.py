@@ -96,13 +96,14 @@ class Topology:
     (2, 25.0)
     """
 
-    __slots__ = ("_name", "_graph", "_nranks", "_description")
+    __slots__ = ("_name", "_graph", "_nranks", "_description", "_fingerprint")
 
     def __init__(self, name: str, graph: nx.DiGraph, *, description: str = "") -> None:
         self._name = name
         self._description = description
         self._nranks = _validate(name, graph)
         self._graph = nx.freeze(graph.copy())
+        self._fingerprint: str | None = None  # computed once: the frozen graph never changes
 
     # -- identity -------------------------------------------------------------
     @property
@@ -133,10 +134,13 @@ class Topology:
 
     def fingerprint(self) -> str:
         """A SHA-256 over vertices and links, independent of the name (for caches)."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         vertices = sorted((str(v), _jsonable(d)) for v, d in self._graph.nodes(data=True))
         links = sorted((str(u), str(v), _jsonable(d)) for u, v, d in self._graph.edges(data=True))
         payload = json.dumps([vertices, links], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        self._fingerprint = hashlib.sha256(payload.encode()).hexdigest()
+        return self._fingerprint
 
     # -- vertices -------------------------------------------------------------
     @property
