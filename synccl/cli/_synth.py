@@ -40,12 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="trees/flow: solve the whole topology (flat) or host by host (hierarchical); default auto",
     )
     syn.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    syn.add_argument("--traffic", help="flow: N x N traffic matrix (.npy, .csv or whitespace text) for an alltoallv; default uniform")
+    syn.add_argument(
+        "--chunks-per-pair", type=int, help="flow: chunks each pair's block is cut into (default: the fewest within 1%% of the routes)"
+    )
     syn.add_argument("--steps", type=int, help="steps of the algorithm")
     syn.add_argument("--rounds", type=int, help="total rounds (bandwidth cost)")
     syn.add_argument("--chunks", type=int, help="chunks per rank share (chunk factor)")
     syn.add_argument("--pareto", action="store_true", help="search the steps/rounds-per-chunk frontier instead")
     syn.add_argument("--max-steps", type=int, help="with --pareto: last step count tried")
-    syn.add_argument("--max-chunks", type=int, help="with --pareto: largest chunk factor tried (default 6); trees: most chunks per root (default 256)")
+    syn.add_argument(
+        "--max-chunks", type=int, help="with --pareto: largest chunk factor tried (default 6); trees: most chunks per root (default 256)"
+    )
     syn.add_argument("--root", type=int, default=0, help="root of rooted collectives (default 0)")
     syn.add_argument(
         "--time-limit", type=float, help="smt: seconds per solver call; trees/flow: seconds of solving, then the best found so far"

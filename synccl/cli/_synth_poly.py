@@ -1,4 +1,9 @@
-"""``synccl synth --method trees|flow``: the polynomial synthesizers, with progress, certificate and simulation."""
+"""``synccl synth --method trees|flow``: the polynomial synthesizers, with progress, certificate and simulation.
+
+``flow`` is the all-to-all LP; ``--traffic FILE`` (``.npy`` or text) gives it an alltoallv
+traffic matrix, whose schedule is printed and written as JSON (an all_to_all Program has equal
+blocks, so skewed traffic gets no Program).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from synccl.cli._format import print_json, table
 from synccl.collectives import Collective, Program, XmlError, save_msccl_xml
 from synccl.exceptions import CollectiveError
 from synccl.sim import simulate
-from synccl.synth import MAX_CHUNKS, TreePacking, install, pack_trees
+from synccl.synth import MAX_CHUNKS, TREE_COLLECTIVES, FlowSchedule, TreePacking, flow_all_to_all, install, pack_trees
 from synccl.topologies import Topology
 from synccl.units import format_size
 
@@ -49,19 +56,36 @@ def _progress(enabled: bool) -> Iterator[None]:
 
 
 def run_polynomial(args: argparse.Namespace, method: str, collective: Collective, topo: Topology) -> int:
-    """Run tree packing (or the all-to-all LP), then print, write and install what it found."""
-    if method != "trees":
-        raise CollectiveError(f"synth: unknown method {method!r}")
+    """Run tree packing or the all-to-all LP, then print, write and install what it found."""
+    if method == "flow" and collective is not Collective.ALL_TO_ALL:
+        raise CollectiveError(f"synth: --method flow synthesizes all_to_all, not {collective.value}")
+    if method == "trees" and collective not in TREE_COLLECTIVES:
+        raise CollectiveError(f"synth: --method trees synthesizes {', '.join(c.value for c in TREE_COLLECTIVES)}, not {collective.value}")
+    if args.traffic and method != "flow":
+        raise CollectiveError("synth: --traffic is for all_to_all (--method flow)")
     with _progress(not args.quiet):
-        packing = pack_trees(collective, topo, root=args.root, method=args.hierarchy, time_limit=args.time_limit, max_chunks=args.max_chunks or MAX_CHUNKS)
-    record = _tree_record(packing)
-    wanted = bool(args.output or args.install) or topo.nranks <= SIM_RANKS
-    program = packing.to_program() if wanted else None
+        if method == "flow":
+            result: TreePacking | FlowSchedule = flow_all_to_all(
+                topo, _traffic(args.traffic), chunks=args.chunks_per_pair, time_limit=args.time_limit, method=args.hierarchy
+            )
+        else:
+            result = pack_trees(
+                collective,
+                topo,
+                root=args.root,
+                method=args.hierarchy,
+                time_limit=args.time_limit,
+                max_chunks=args.max_chunks or MAX_CHUNKS,
+            )
+    record = _flow_record(result) if isinstance(result, FlowSchedule) else _tree_record(result)
+    runnable = not isinstance(result, FlowSchedule) or result.uniform
+    wanted = runnable and (bool(args.output or args.install) or topo.nranks <= SIM_RANKS)
+    program = result.to_program() if wanted else None
     if program is not None and topo.nranks <= SIM_RANKS:
         for size in SIM_SIZES:
             record[f"busbw_gbps_{format_size(size)}"] = round(simulate(program, topo, size).busbw_gbps, 3)
     if args.output:
-        _save(packing, program, Path(args.output))
+        _save(result, program, Path(args.output))
     if args.install and program is not None:
         for outcome in install([program], topo):
             print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
@@ -81,9 +105,43 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
     ]
     sims = [f"busbw {format_size(x)}" for x in SIM_SIZES if f"busbw_gbps_{format_size(x)}" in record]
     print(table(headers + sims, [row + [record[f"busbw_gbps_{h.split()[1]}"] for h in sims]]))
-    note = "" if sims else f"; not simulated ({topo.nranks} ranks > {SIM_RANKS})"
-    print(f"{collective.value} on {topo.name}: {packing.certificate.describe()}; bandwidth terms exact, busbw simulated (GB/s){note}")
+    if sims:
+        note = "; busbw simulated (GB/s)"
+    else:
+        note = f"; not simulated ({topo.nranks} ranks > {SIM_RANKS})" if runnable else ""
+    print(f"{collective.value} on {topo.name}: {record['summary']}{note}")
     return 0
+
+
+def _traffic(path: str | None) -> np.ndarray | None:
+    """A traffic matrix from ``.npy`` or whitespace/comma-separated text (None: uniform all-to-all)."""
+    if path is None:
+        return None
+    try:
+        return np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter="," if path.endswith(".csv") else None, ndmin=2)
+    except (OSError, ValueError) as err:
+        raise CollectiveError(f"synth: cannot read traffic matrix {path!r}: {err}") from None
+
+
+def _flow_record(schedule: FlowSchedule) -> dict[str, Any]:
+    size = 1 << 20
+    achieved, bound = size / (schedule.time_us(size) * 1e3), size / (schedule.bound_us(size) * 1e3)
+    kind = "LP" if schedule.bound_kind == "lp" else "cut"
+    return {
+        "collective": "all_to_all" if schedule.uniform else "all_to_allv",
+        "topology": schedule.topology.name,
+        "method": f"flow/{schedule.method}",
+        "nranks": schedule.nranks,
+        "chunks_per_root": schedule.chunks,
+        "trees": "-",
+        "solve_s": round(schedule.solve_seconds, 3),
+        "algbw_gbps": round(achieved, 6),
+        "bound_algbw_gbps": round(bound, 6),
+        "bound_kind": schedule.bound_kind,
+        "gap": max(schedule.gap, 0.0),
+        "summary": f"algbw {achieved:.6g} GB/s of the {kind} bound {bound:.6g} GB/s (gap {100 * max(schedule.gap, 0.0):.4f}%)"
+        + ("" if schedule.uniform else "; skewed traffic: schedule only, no Program"),
+    }
 
 
 def _tree_record(packing: TreePacking) -> dict[str, Any]:
@@ -103,20 +161,33 @@ def _tree_record(packing: TreePacking) -> dict[str, Any]:
         "lp_optimal": cert.lp_optimal,
         "achieved_us_per_byte": str(cert.achieved_us_per_byte),
         "bound_us_per_byte": str(cert.bound_us_per_byte),
+        "summary": f"{cert.describe()}, bandwidth terms exact",
     }
 
 
-def _save(packing: TreePacking, program: Program | None, path: Path) -> None:
+def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Path) -> None:
     suffix = path.suffix.lower()
-    if suffix == ".xml" and program is not None:
+    if suffix == ".xml":
+        if program is None:
+            raise CollectiveError("synth: skewed traffic has no all_to_all Program to write as XML; write .json")
         try:
             save_msccl_xml(program, path)
         except XmlError as err:  # MSCCL's executor caps steps per thread block: try without pipelining
+            if isinstance(result, FlowSchedule):
+                raise
             print(f"synth: {err}; writing the unpipelined Program instead", file=sys.stderr)
-            save_msccl_xml(packing.to_program(pipeline=1), path)
+            save_msccl_xml(result.to_program(pipeline=1), path)
         return
     if suffix != ".json":
         raise CollectiveError(f"synth: output must end in .json or .xml, got {str(path)!r}")
+    if isinstance(result, FlowSchedule):
+        routes = [
+            {"src": s, "dst": d, "paths": [{"ranks": list(p), "chunks": k} for p, k in paths]}
+            for (s, d), paths in result.chunk_routes.items()
+        ]
+        path.write_text(json.dumps({**_flow_record(result), "routes": routes}) + "\n", encoding="utf-8")
+        return
+    packing = result
     payload = {
         **_tree_record(packing),
         "phases": [
