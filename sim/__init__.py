@@ -2,6 +2,7 @@
 
 from synccl.sim._engine import simulate
 from synccl.sim._fairness import max_min_rates
+from synccl.sim._plot import plot_busbw
 from synccl.sim._result import LinkUsage, SimResult, busbw_factor
 from synccl.sim._routing import Route, routes
 from synccl.sim._sweep import compare, size_range, sweep
@@ -13,6 +14,7 @@ __all__ = [
     "busbw_factor",
     "compare",
     "max_min_rates",
+    "plot_busbw",
     "routes",
     "simulate",
     "size_range",

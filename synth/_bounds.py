@@ -52,7 +52,7 @@ from synccl.synth._routes import exact_bandwidth
 from synccl.synth._symmetry import rank_representatives
 from synccl.topologies import BANDWIDTH, LATENCY, Topology
 
-__all__ = ["Bound", "latency_bound", "bandwidth_bound", "lower_bound"]
+__all__ = ["Bound", "latency_bound", "bandwidth_bound", "lower_bound", "phased_all_reduce_bound", "phased_all_reduce_us_per_byte"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +133,11 @@ def bandwidth_bound(topology: Topology, spec: CollectiveSpec | Collective | str,
     * all_gather: ``(M/N) / x*`` with ``x* = min_S B+(S) / |S & R|`` over the vertex sets ``S``
       that contain a rank and miss one, computed exactly with max flows (module docstring).
     * reduce_scatter: the same on the reversed topology (the dual of all_gather).
-    * all_reduce: reduce_scatter's bound plus all_gather's -- the bound of the
-      reduce-scatter + all-gather class (every output chunk is fully reduced somewhere, then
-      copied out), to which every library algorithm and synthesizer here belongs.
+    * all_reduce: ``M / lambda`` with ``lambda`` the smallest capacity of a cut with ranks on
+      both sides, in either direction: every output beyond the cut depends on every input
+      before it, so ``M`` bytes (partial sums) must cross. Valid for every algorithm; the
+      tighter bound of the phase-separated reduce_scatter + all_gather class is
+      :func:`phased_all_reduce_bound`.
     * broadcast: ``M / min_u maxflow(root, u)``; reduce: the same reversed.
     * gather: ``(M/N) / y*`` with ``y* = min_S B+(S) / |S & (R - root)|`` over the sets ``S``
       without the root: every non-root rank's ``M/N`` bytes must reach the root, a
@@ -191,6 +193,49 @@ def bandwidth_bound(topology: Topology, spec: CollectiveSpec | Collective | str,
     _check_size(size_bytes, "bandwidth_bound")
     _max_distance(topology, spec, "bandwidth_bound")  # raises Infeasible naming an unreachable pair
     return float(size_bytes * _us_per_byte(topology, spec.collective, spec.root))
+
+
+def phased_all_reduce_bound(topology: Topology, size_bytes: int) -> float:
+    """reduce_scatter's bandwidth bound plus all_gather's (µs): the bound of all_reduce algorithms in two phases.
+
+    An algorithm that finishes reduce_scatter before all_gather starts (the class of ring,
+    halving-doubling and tree packing's certificate) takes at least this; an algorithm that
+    overlaps the phases chunk by chunk is bound only by :func:`bandwidth_bound`.
+
+    Parameters
+    ----------
+    topology : Topology
+        The network.
+    size_bytes : int
+        The message size ``M`` in bytes, > 0.
+
+    Returns
+    -------
+    float
+        The bound in microseconds.
+
+    Examples
+    --------
+    On three ranks in a line joined at 50 and 25 GB/s, reducing everything in the middle and
+    sending it back, pipelined, takes ``M / 25 GB/s``; two phases cannot beat ``4/3 M / 25``:
+
+    >>> from synccl.topologies import TopologyBuilder
+    >>> b = TopologyBuilder()
+    >>> for _ in range(3):
+    ...     _ = b.add_rank()
+    >>> b.add_link(0, 1, bandwidth=50.0, latency=1.0, kind="nvlink")
+    >>> b.add_link(1, 2, bandwidth=25.0, latency=1.0, kind="nvlink")
+    >>> line = b.build("line")
+    >>> bandwidth_bound(line, "all_reduce", 25_000_000), phased_all_reduce_bound(line, 25_000_000)
+    (1000.0, 1333.3333333333333)
+    """
+    _check_size(size_bytes, "phased_all_reduce_bound")
+    return float(size_bytes * phased_all_reduce_us_per_byte(topology))
+
+
+def phased_all_reduce_us_per_byte(topology: Topology) -> Fraction:
+    """:func:`phased_all_reduce_bound` per message byte, exact."""
+    return _us_per_byte(topology, Collective.REDUCE_SCATTER, None) + _us_per_byte(topology, Collective.ALL_GATHER, None)
 
 
 def lower_bound(topology: Topology, spec: CollectiveSpec | Collective | str, size_bytes: int) -> Bound:
@@ -303,10 +348,14 @@ def _us_per_byte(topology: Topology, collective: Collective, root: int | None) -
     n = topology.nranks
     if n == 1:
         return Fraction(0)
-    if collective is Collective.ALL_REDUCE:
-        return _us_per_byte(topology, Collective.REDUCE_SCATTER, None) + _us_per_byte(topology, Collective.ALL_GATHER, None)
     ranks = list(range(n))
     forward = _capacity_graph(topology, reverse=False)
+    if collective is Collective.ALL_REDUCE:
+        # M bytes must cross every cut with ranks on both sides, in both directions; every such
+        # cut separates rank 0 from some rank, so lambda = min over v of maxflow(0 -> v), (v -> 0).
+        sinks = [(v, [0]) for v in rank_representatives(topology, root=0) if v != 0]
+        rate = min(_max_rate(forward, sinks), _max_rate(_capacity_graph(topology, reverse=True), sinks))
+        return 1 / rate
     if collective is Collective.ALL_TO_ALL:
         return _all_to_all_ratio(topology, forward) / n
     graph = (

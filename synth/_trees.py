@@ -20,7 +20,8 @@ ranks store and copy. Two constructions produce the trees:
     host, behind rail-aligned inter-host stars (:mod:`synccl.synth._tree_hierarchy`).
 
 Either way the result carries a :class:`Certificate`: the exact time of the chunked packing,
-from its integer link loads, against the exact cut bound. ``gap == 0`` proves optimality.
+from its integer link loads, against the exact cut bound (for all_reduce, the bound of
+two-phase algorithms). ``gap == 0`` proves optimality in that class.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 
 from synccl.collectives import Collective, CollectiveSpec, Program, parse_collective
 from synccl.exceptions import CollectiveError, TopologyError
-from synccl.synth._bounds import _us_per_byte
+from synccl.synth._bounds import _us_per_byte, phased_all_reduce_us_per_byte
 from synccl.synth._routes import LogicalNetwork, logical_network
 from synccl.synth._tree_lp import Direction, TreeLP, TreeModel, WeightedTree, arcs_of, tree_link_counts
 from synccl.topologies import Topology
@@ -66,7 +67,7 @@ FLAT_RANKS = 16
 #: Largest number of chunks per root tried when splitting the LP's weights into whole chunks.
 MAX_CHUNKS = 24
 #: Pieces per tree the default lowering aims for (pipeline fill costs about height/pieces).
-PIPELINE_PIECES = 8
+PIPELINE_PIECES = 32
 #: Most transfers the default lowering creates when cutting chunks into pieces.
 PIPELINE_TRANSFERS = 20_000
 #: Relative gap the chunk split may leave to the LP optimum before a larger chunk count is tried.
@@ -132,6 +133,10 @@ class TreePhase:
 @dataclass(frozen=True, slots=True)
 class Certificate:
     """Achieved time of a packing against the cut bound, both exact, in µs per message byte.
+
+    For all_reduce the bound is that of the two-phase class (reduce_scatter, then all_gather:
+    :func:`~synccl.synth.phased_all_reduce_bound`), which the trees' phases belong to; the
+    bound for every algorithm, :func:`~synccl.synth.bandwidth_bound`, can be lower.
 
     Examples
     --------
@@ -301,7 +306,7 @@ def pack_trees(
             raise
         certificate = Certificate(
             achieved_us_per_byte=sum((p.time_per_unit for p in phases), Fraction(0)) * scale,
-            bound_us_per_byte=_us_per_byte(topology, coll, root if rooted else None),
+            bound_us_per_byte=_class_bound(topology, coll, root if rooted else None),
             lp_us_per_byte=sum(p.lp_time_per_unit for p in phases) * float(scale),
             lp_optimal=all(p.lp_optimal for p in phases),
         )
@@ -314,6 +319,13 @@ def pack_trees(
         packings.append(packing)
     best = min(packings, key=lambda p: p.certificate.achieved_us_per_byte)  # the first method ran or raised
     return replace(best, seconds=time.monotonic() - started)
+
+
+def _class_bound(topology: Topology, coll: Collective, root: int | None) -> Fraction:
+    """The cut bound of the class the trees belong to: all_reduce's is reduce_scatter's plus all_gather's."""
+    if coll is Collective.ALL_REDUCE:
+        return phased_all_reduce_us_per_byte(topology)
+    return _us_per_byte(topology, coll, root)
 
 
 def _phases(

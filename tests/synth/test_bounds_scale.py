@@ -20,6 +20,7 @@ import synccl.synth._bounds as bounds_module
 from synccl.collectives import Collective, CollectiveSpec
 from synccl.exceptions import Infeasible
 from synccl.synth import bandwidth_bound, latency_bound, lower_bound
+from synccl.synth._bounds import phased_all_reduce_us_per_byte
 from synccl.synth._symmetry import equivalent_hosts, rank_representatives
 from synccl.topologies import BANDWIDTH, LATENCY, Topology, TopologyBuilder, dgx_a100, get_topology, multinode, torus2d
 
@@ -87,7 +88,7 @@ def enumerated(topo: Topology, root: int = 0) -> dict[Collective, Fraction]:
     return {
         Collective.ALL_GATHER: ag,
         Collective.REDUCE_SCATTER: rs,
-        Collective.ALL_REDUCE: ag + rs,
+        Collective.ALL_REDUCE: worst(one, np.minimum(out, into), split),
         Collective.BROADCAST: worst(one, out, split & has_root),
         Collective.REDUCE: worst(one, into, split & has_root),
         Collective.GATHER: worst(inside, out * n, (inside > 0) & ~has_root),
@@ -425,12 +426,13 @@ def test_1024_ranks():
     assert bandwidth_bound(topo, "all_gather", m) == pytest.approx(float(m * gather), rel=1e-15)
     assert us_per_byte(topo, Collective.ALL_GATHER) == gather
     assert us_per_byte(topo, Collective.REDUCE_SCATTER) == gather
-    assert us_per_byte(topo, Collective.ALL_REDUCE) == 2 * gather
+    assert us_per_byte(topo, Collective.ALL_REDUCE) == 1 / nic  # M must cross into a host over its NICs
+    assert phased_all_reduce_us_per_byte(topo) == 2 * gather
     assert us_per_byte(topo, Collective.BROADCAST, 0) == 1 / nic
     assert us_per_byte(topo, Collective.BROADCAST, 517) == 1 / nic
     assert us_per_byte(topo, Collective.ALL_TO_ALL) == Fraction(8 * (n - 8), n) / nic
     bound = lower_bound(topo, "all_reduce", m)
-    assert bound.bandwidth_us == pytest.approx(float(m * 2 * gather), rel=1e-15)
+    assert bound.bandwidth_us == pytest.approx(float(m / nic), rel=1e-15)
     assert bound.latency_us == 4.0  # PCIe 1 + IB 0.5 + IB 0.5 + PCIe 1, then NVSwitch 0.5 + 0.5
     spec = CollectiveSpec(Collective.BROADCAST, n, root=0)
     assert latency_bound(topo, spec) == networkx_max_distance(topo, spec) == 4.0
