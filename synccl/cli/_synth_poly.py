@@ -85,7 +85,7 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
         for size in SIM_SIZES:
             record[f"busbw_gbps_{format_size(size)}"] = round(simulate(program, topo, size).busbw_gbps, 3)
     if args.output:
-        _save(result, program, Path(args.output))
+        _save(result, program, Path(args.output), quiet=args.quiet)
     if args.install and program is not None:
         for outcome in install([program], topo):
             print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
@@ -165,7 +165,7 @@ def _tree_record(packing: TreePacking) -> dict[str, Any]:
     }
 
 
-def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Path) -> None:
+def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Path, *, quiet: bool) -> None:
     suffix = path.suffix.lower()
     if suffix == ".xml":
         if program is None:
@@ -175,7 +175,8 @@ def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Pat
         except XmlError as err:  # MSCCL's executor caps steps per thread block: try without pipelining
             if isinstance(result, FlowSchedule):
                 raise
-            print(f"synth: {err}; writing the unpipelined Program instead", file=sys.stderr)
+            if not quiet:
+                print(f"synth: {err}; writing the unpipelined Program instead", file=sys.stderr)
             save_msccl_xml(result.to_program(pipeline=1), path)
         return
     if suffix != ".json":
