@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 Direction = Literal["out", "in"]
 
+#: Pricing stops a round after this many improving trees (the LP is re-solved, then pricing goes on
+#: with the next roots); only a round that prices every root without finding one proves optimality.
+_COLUMNS_PER_ROUND = 4
 #: A column improves the LP when its reduced cost is below minus this (relative to the dual).
 _REDUCED_COST_TOLERANCE = 1e-9
 
@@ -149,6 +152,7 @@ class TreeModel:
             nlinks, np.full(nlinks, -highspy.kHighsInf), np.zeros(nlinks), nlinks, starts, np.zeros(nlinks, dtype=np.int32), -net.capacity
         )
         self.columns: list[tuple[int, tuple[int | None, ...]]] = []
+        self._next_row = 0
         self._seen: set[tuple[int, tuple[int | None, ...]]] = set()
         for row, root in enumerate(self.roots):
             self._add(row, _hop_tree(self.arcs, root, net.topology.nranks))
@@ -187,11 +191,16 @@ class TreeModel:
             duals = np.asarray(self.highs.getSolution().row_dual)
             price = np.maximum(-duals[self.nroots :], 0.0)
             added = 0
-            for row, root in enumerate(self.roots):
-                parent, cost = _cheapest_tree(self.arcs, price, root, n)
-                if cost < duals[row] - _REDUCED_COST_TOLERANCE * max(1.0, abs(duals[row])) and (root, parent) not in self._seen:
+            # partial pricing: roots in turn from where the last round stopped, until a few columns are found
+            for step in range(self.nroots):
+                row = (self._next_row + step) % self.nroots
+                parent, cost = _cheapest_tree(self.arcs, price, self.roots[row], n)
+                if cost < duals[row] - _REDUCED_COST_TOLERANCE * max(1.0, abs(duals[row])) and (self.roots[row], parent) not in self._seen:
                     self._add(row, parent)
                     added += 1
+                    if added >= _COLUMNS_PER_ROUND:
+                        self._next_row = row + 1
+                        break
             logger.info(
                 "tree packing on %r: iteration %d, %d columns, LP %.9g, %d new",
                 self.net.topology.name,
@@ -230,14 +239,89 @@ def _hop_tree(arcs: dict[tuple[int, int], tuple[int, ...]], root: int, n: int) -
 def _cheapest_tree(
     arcs: dict[tuple[int, int], tuple[int, ...]], price: np.ndarray, root: int, n: int
 ) -> tuple[tuple[int | None, ...], float]:
-    """The minimum-price spanning arborescence rooted at ``root`` (Edmonds) and its price."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(range(n))
-    graph.add_weighted_edges_from((u, v, float(price[list(links)].sum())) for (u, v), links in arcs.items() if v != root)
-    arborescence = nx.minimum_spanning_arborescence(graph)
+    """The minimum-price spanning arborescence rooted at ``root`` and its price."""
+    weighted = [(u, v, float(price[list(links)].sum())) for (u, v), links in arcs.items()]
+    chosen = min_arborescence(n, root, weighted)
     parent: list[int | None] = [None] * n
-    cost = 0.0
-    for u, v in arborescence.edges:
+    for u, v, _ in chosen:
         parent[v] = u
-        cost += graph.edges[u, v]["weight"]
-    return tuple(parent), cost
+    return tuple(parent), sum(w for _, _, w in chosen)
+
+
+Arc = tuple[int, int, float]
+
+
+def min_arborescence(n: int, root: int, arcs: Sequence[Arc]) -> list[Arc]:
+    """A minimum-weight spanning arborescence of vertices ``0..n-1`` rooted at ``root`` (Chu-Liu/Edmonds).
+
+    The column generation prices thousands of trees; networkx's general branching code takes
+    ~40 ms on a 32-vertex graph, this O(VE) contraction ~1 ms (the tests check both agree).
+
+    Raises
+    ------
+    Infeasible
+        If some vertex cannot be reached from ``root``.
+
+    Examples
+    --------
+    >>> min_arborescence(3, 0, [(0, 1, 5.0), (0, 2, 1.0), (2, 1, 1.0), (1, 2, 1.0)])
+    [(0, 2, 1.0), (2, 1, 1.0)]
+    """
+    chosen = _contract(n, root, [(u, v, w, (u, v, w)) for u, v, w in arcs if u != v and v != root])
+    return _in_order(chosen, root)
+
+
+def _in_order(chosen: list[Arc], root: int) -> list[Arc]:
+    """The arcs from the root outwards (breadth first), for stable output."""
+    children: dict[int, list[Arc]] = {}
+    for arc in chosen:
+        children.setdefault(arc[0], []).append(arc)
+    order, frontier = [], [root]
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for arc in sorted(children.get(u, ()), key=lambda a: a[1]):
+                order.append(arc)
+                nxt.append(arc[1])
+        frontier = nxt
+    return order
+
+
+def _contract(n: int, root: int, arcs: list[tuple[int, int, float, object]]) -> list:
+    """One Chu-Liu/Edmonds round: cheapest in-arcs; if they close cycles, contract them and recurse."""
+    best: list[tuple[int, int, float, object] | None] = [None] * n
+    for arc in arcs:
+        v = arc[1]
+        if best[v] is None or arc[2] < best[v][2]:
+            best[v] = arc
+    for v in range(n):
+        if v != root and best[v] is None:
+            raise Infeasible(f"tree packing: vertex {v} cannot be reached from root {root}")
+    group = [-1] * n
+    seen = [-1] * n
+    groups = 0
+    for start in range(n):
+        v = start
+        while v != root and group[v] == -1 and seen[v] != start:
+            seen[v] = start
+            v = best[v][0]
+        if v != root and group[v] == -1:  # walked into a new cycle through v
+            u = best[v][0]
+            while u != v:
+                group[u] = groups
+                u = best[u][0]
+            group[v] = groups
+            groups += 1
+    if groups == 0:
+        return [best[v][3] for v in range(n) if v != root]
+    cycles = groups
+    for v in range(n):
+        if group[v] == -1:
+            group[v] = groups
+            groups += 1
+    contracted = [(group[u], group[v], w - best[v][2], (u, v, w, payload)) for u, v, w, payload in arcs if group[u] != group[v]]
+    entering = _contract(groups, group[root], contracted)
+    heads = {v for _, v, _, _ in entering}
+    result = [payload for _, _, _, payload in entering]
+    result += [best[v][3] for v in range(n) if v != root and group[v] < cycles and v not in heads]
+    return result

@@ -76,6 +76,8 @@ _SPLIT_TOLERANCE = 1e-9
 _DIVE_SECONDS = 3.0
 #: Chunk counts (multiples of the first candidate) the integral-split MILP tries.
 _MILP_TRIES = 3
+#: Chunk counts the last resort, rounding the LP's weights, tries (each costs a load count).
+_ROUNDING_CHUNKS = 32
 #: Trees a dive tries for a single chunk before giving up.
 _DIVE_TRIES = 4
 #: Seconds each integral-split MILP may take before the next chunk count is tried.
@@ -368,7 +370,7 @@ def split_into_chunks(model: TreeModel, lp: TreeLP, *, max_chunks: int, deadline
     links and re-solve the LP with column generation for what is left, as long as the LP stays
     within ``t* c`` -- new columns priced on the residual capacities supply the trees an
     integral split needs. Failing that, largest-remainder rounding of the LP weights for every
-    ``c <= max_chunks`` is tried and the fastest kept. The time is always recomputed from
+    ``c`` up to :data:`_ROUNDING_CHUNKS` (and ``max_chunks``) is tried and the fastest kept. The time is always recomputed from
     integer loads.
     """
     net, roots, direction = model.net, model.roots, model.direction
@@ -391,7 +393,7 @@ def split_into_chunks(model: TreeModel, lp: TreeLP, *, max_chunks: int, deadline
     for tree in lp.trees:
         by_root[tree.root].append(tree)
     phases = []
-    for chunks in range(1, max_chunks + 1):
+    for chunks in range(1, min(max_chunks, _ROUNDING_CHUNKS) + 1):
         trees = tuple(t for r in roots for t in _largest_remainder(by_root[r], chunks))
         phases.append(TreePhase(direction, trees, chunks, phase_time(net, direction, trees, chunks), lp.time_per_unit, lp.optimal))
         if float(phases[-1].time_per_unit) <= lp.time_per_unit * (1 + _SPLIT_TOLERANCE):

@@ -13,7 +13,7 @@ from synccl.exceptions import CollectiveError, Infeasible, TopologyError
 from synccl.sim import simulate
 from synccl.synth import pack_trees, synthesize
 from synccl.synth._routes import exact_bandwidth, logical_network
-from synccl.synth._tree_lp import solve_tree_lp
+from synccl.synth._tree_lp import min_arborescence, solve_tree_lp
 from synccl.topologies import TopologyBuilder, get_topology, multinode
 
 ALL = ["all_gather", "reduce_scatter", "all_reduce", "broadcast", "reduce"]
@@ -205,3 +205,30 @@ def test_certificate_units_are_message_bytes():
     cert = pack_trees("all_gather", topo).certificate
     assert cert.bound_algbw_gbps == pytest.approx(50 * 4 / 3)
     assert Collective.ALL_GATHER is pack_trees("all_gather", topo).collective
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_min_arborescence_matches_networkx(data):
+    n = data.draw(st.integers(2, 8), label="vertices")
+    root = data.draw(st.integers(0, n - 1), label="root")
+    pairs = data.draw(
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda e: e[0] != e[1]), max_size=4 * n, unique=True),
+        label="arcs",
+    )
+    weights = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), min_size=len(pairs), max_size=len(pairs)), label="weights")
+    arcs = [(u, v, w) for (u, v), w in zip(pairs, weights, strict=True)]
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(n))
+    graph.add_weighted_edges_from((u, v, w) for u, v, w in arcs if v != root)
+    try:
+        reference = nx.minimum_spanning_arborescence(graph)
+    except nx.NetworkXException:
+        with pytest.raises(Infeasible, match="cannot be reached from root"):
+            min_arborescence(n, root, arcs)
+        return
+    chosen = min_arborescence(n, root, arcs)
+    assert sum(w for _, _, w in chosen) == pytest.approx(sum(graph.edges[e]["weight"] for e in reference.edges))
+    parent = {v: u for u, v, _ in chosen}
+    assert len(parent) == n - 1 and root not in parent
+    assert nx.is_arborescence(nx.DiGraph([(u, v) for u, v, _ in chosen]))
