@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from synccl.cli._format import print_json, table
-from synccl.collectives import Collective, Program, XmlError, save_msccl_xml
+from synccl.collectives import Collective, Program, XmlError, save_msccl_xml, to_msccl_xml
 from synccl.exceptions import CollectiveError
 from synccl.sim import simulate
 from synccl.synth import MAX_CHUNKS, TREE_COLLECTIVES, FlowSchedule, TreePacking, flow_all_to_all, install, pack_trees
@@ -87,7 +87,7 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
     if args.output:
         _save(result, program, Path(args.output), quiet=args.quiet)
     if args.install and program is not None:
-        for outcome in install([program], topo):
+        for outcome in install([_exportable(result, program, quiet=args.quiet)], topo):
             print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
     if args.json:
         print_json(record)
@@ -165,19 +165,25 @@ def _tree_record(packing: TreePacking) -> dict[str, Any]:
     }
 
 
+def _exportable(result: TreePacking | FlowSchedule, program: Program, *, quiet: bool) -> Program:
+    """``program``, or the unpipelined tree Program when MSCCL XML (steps per thread block) cannot hold it."""
+    try:
+        to_msccl_xml(program)
+    except XmlError as err:
+        if isinstance(result, FlowSchedule):
+            raise
+        if not quiet:
+            print(f"synth: {err}; using the unpipelined Program instead", file=sys.stderr)
+        return result.to_program(pipeline=1)
+    return program
+
+
 def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Path, *, quiet: bool) -> None:
     suffix = path.suffix.lower()
     if suffix == ".xml":
         if program is None:
             raise CollectiveError("synth: skewed traffic has no all_to_all Program to write as XML; write .json")
-        try:
-            save_msccl_xml(program, path)
-        except XmlError as err:  # MSCCL's executor caps steps per thread block: try without pipelining
-            if isinstance(result, FlowSchedule):
-                raise
-            if not quiet:
-                print(f"synth: {err}; writing the unpipelined Program instead", file=sys.stderr)
-            save_msccl_xml(result.to_program(pipeline=1), path)
+        save_msccl_xml(_exportable(result, program, quiet=quiet), path)
         return
     if suffix != ".json":
         raise CollectiveError(f"synth: output must end in .json or .xml, got {str(path)!r}")

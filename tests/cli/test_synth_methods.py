@@ -94,3 +94,12 @@ def test_bad_requests_are_one_line_errors(capfd, argv, message):
     code, _, err = run(capfd, *argv)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_trees_install_for_the_sizes_where_they_win(capfd, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCCL_CACHE_DIR", str(tmp_path))
+    code, _, err = run(capfd, "synth", "all_gather", "--topology", "dgx1", "--quiet", "--install")
+    assert code == 0, err
+    assert "trees-all_gather-dgx1" in err and "installed" in err
+    code, out, _ = run(capfd, "algo", "list", "--topology", "dgx1")
+    assert code == 0 and "installed for dgx1" in out
