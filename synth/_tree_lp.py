@@ -27,6 +27,7 @@ from typing import Literal
 import highspy
 import networkx as nx
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from synccl.exceptions import Infeasible
 from synccl.synth._routes import LogicalNetwork
@@ -153,6 +154,13 @@ class TreeModel:
         )
         self.columns: list[tuple[int, tuple[int | None, ...]]] = []
         self._next_row = 0
+        # arc x link incidence: one sparse product prices every arc for a whole pricing round
+        self._arc_ends = list(self.arcs)
+        lengths = [len(self.arcs[a]) for a in self._arc_ends]
+        self._incidence = csr_matrix(
+            (np.ones(sum(lengths)), [link for a in self._arc_ends for link in self.arcs[a]], np.concatenate([[0], np.cumsum(lengths)])),
+            shape=(len(self._arc_ends), nlinks),
+        )
         self._seen: set[tuple[int, tuple[int | None, ...]]] = set()
         for row, root in enumerate(self.roots):
             self._add(row, _hop_tree(self.arcs, root, net.topology.nranks))
@@ -189,12 +197,13 @@ class TreeModel:
                 raise Infeasible(f"tree packing on {self.net.topology.name!r}: HiGHS ended with {status}")
             value = self.highs.getInfo().objective_function_value
             duals = np.asarray(self.highs.getSolution().row_dual)
-            price = np.maximum(-duals[self.nroots :], 0.0)
+            price = self._incidence @ np.maximum(-duals[self.nroots :], 0.0)
+            weighted = [(u, v, float(w)) for (u, v), w in zip(self._arc_ends, price, strict=True)]
             added = 0
             # partial pricing: roots in turn from where the last round stopped, until a few columns are found
             for step in range(self.nroots):
                 row = (self._next_row + step) % self.nroots
-                parent, cost = _cheapest_tree(self.arcs, price, self.roots[row], n)
+                parent, cost = _cheapest_tree(weighted, self.roots[row], n)
                 if cost < duals[row] - _REDUCED_COST_TOLERANCE * max(1.0, abs(duals[row])) and (self.roots[row], parent) not in self._seen:
                     self._add(row, parent)
                     added += 1
@@ -236,11 +245,8 @@ def _hop_tree(arcs: dict[tuple[int, int], tuple[int, ...]], root: int, n: int) -
     return tuple(parent)
 
 
-def _cheapest_tree(
-    arcs: dict[tuple[int, int], tuple[int, ...]], price: np.ndarray, root: int, n: int
-) -> tuple[tuple[int | None, ...], float]:
-    """The minimum-price spanning arborescence rooted at ``root`` and its price."""
-    weighted = [(u, v, float(price[list(links)].sum())) for (u, v), links in arcs.items()]
+def _cheapest_tree(weighted: Sequence[Arc], root: int, n: int) -> tuple[tuple[int | None, ...], float]:
+    """The minimum-price spanning arborescence rooted at ``root`` over arcs priced ``(u, v, price)``, and its price."""
     chosen = min_arborescence(n, root, weighted)
     parent: list[int | None] = [None] * n
     for u, v, _ in chosen:
