@@ -32,7 +32,7 @@ from scipy.sparse import csr_matrix
 from synccl.exceptions import Infeasible
 from synccl.synth._routes import LogicalNetwork
 
-__all__ = ["WeightedTree", "TreeLP", "TreeModel", "solve_tree_lp", "Direction"]
+__all__ = ["WeightedTree", "TreeLP", "TreeModel", "solve_tree_lp", "tree_column", "Direction"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,15 @@ def tree_link_counts(parent: Sequence[int | None], arcs: dict[tuple[int, int], t
             for link in arcs[par, child]:
                 counts[link] = counts.get(link, 0) + 1
     return counts
+
+
+def tree_column(
+    row: int, parent: Sequence[int | None], arcs: dict[tuple[int, int], tuple[int, ...]], nroots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A tree's LP column: 1 in its root's demand row ``row``, its link counts in the link rows after the ``nroots`` root rows."""
+    counts = tree_link_counts(parent, arcs)
+    rows = np.array([row] + [nroots + link for link in counts], dtype=np.int32)
+    return rows, np.array([1.0] + [float(c) for c in counts.values()])
 
 
 def solve_tree_lp(
@@ -166,9 +175,7 @@ class TreeModel:
             self._add(row, _hop_tree(self.arcs, root, net.topology.nranks))
 
     def _add(self, row: int, parent: tuple[int | None, ...]) -> None:
-        counts = tree_link_counts(parent, self.arcs)
-        rows = np.array([row] + [self.nroots + link for link in counts], dtype=np.int32)
-        values = np.array([1.0] + [float(c) for c in counts.values()])
+        rows, values = tree_column(row, parent, self.arcs, self.nroots)
         self.highs.addCol(0.0, 0.0, highspy.kHighsInf, len(rows), rows, values)
         self.columns.append((self.roots[row], parent))
         self._seen.add((self.roots[row], parent))

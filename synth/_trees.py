@@ -41,7 +41,7 @@ from synccl.collectives import Collective, CollectiveSpec, Program, parse_collec
 from synccl.exceptions import CollectiveError, TopologyError
 from synccl.synth._bounds import _us_per_byte, phased_all_reduce_us_per_byte
 from synccl.synth._routes import LogicalNetwork, logical_network
-from synccl.synth._tree_lp import Direction, TreeLP, TreeModel, WeightedTree, arcs_of, tree_link_counts
+from synccl.synth._tree_lp import Direction, TreeLP, TreeModel, WeightedTree, arcs_of, tree_column, tree_link_counts
 from synccl.topologies import Topology
 
 __all__ = [
@@ -492,9 +492,8 @@ def _integral_split(
     highs.addRows(nroots, np.full(nroots, float(chunks)), np.full(nroots, float(chunks)), 0, empty, empty, np.array([]))
     highs.addRows(nlinks, np.full(nlinks, -highspy.kHighsInf), bounds, 0, empty, empty, np.array([]))
     for tree in columns:
-        counts = tree_link_counts(tree.parent, arcs)
-        rows = np.array([row_of[tree.root]] + [nroots + link for link in counts], dtype=np.int32)
-        highs.addCol(0.0, 0.0, float(chunks), len(rows), rows, np.array([1.0] + [float(c) for c in counts.values()]))
+        rows, values = tree_column(row_of[tree.root], tree.parent, arcs, nroots)
+        highs.addCol(0.0, 0.0, float(chunks), len(rows), rows, values)
     highs.changeColsIntegrality(len(columns), np.arange(len(columns), dtype=np.int32), np.full(len(columns), highspy.HighsVarType.kInteger))
     highs.run()
     if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
