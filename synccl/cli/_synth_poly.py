@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from synccl.cli._format import print_json, table
-from synccl.collectives import Collective, Program, XmlError, save_msccl_xml, to_msccl_xml
+from synccl.collectives import Collective, Program, XmlError, to_msccl_xml
 from synccl.exceptions import CollectiveError
 from synccl.sim import simulate
 from synccl.synth import MAX_CHUNKS, TREE_COLLECTIVES, FlowSchedule, TreePacking, flow_all_to_all, install, pack_trees
@@ -84,10 +84,13 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
     if program is not None and topo.nranks <= SIM_RANKS:
         for size in SIM_SIZES:
             record[f"busbw_gbps_{format_size(size)}"] = round(simulate(program, topo, size).busbw_gbps, 3)
+    exported = None  # (Program, MSCCL XML), exported once for -o x.xml and --install
+    if program is not None and (args.install or str(args.output).lower().endswith(".xml")):
+        exported = _exportable(result, program, quiet=args.quiet)
     if args.output:
-        _save(result, program, Path(args.output), quiet=args.quiet)
-    if args.install and program is not None:
-        for outcome in install([_exportable(result, program, quiet=args.quiet)], topo):
+        _save(result, exported, Path(args.output))
+    if args.install and exported is not None:
+        for outcome in install([exported[0]], topo):
             print(f"{outcome.program}: {outcome.reason}" + (f" ({outcome.path})" if outcome.path else ""), file=sys.stderr)
     if args.json:
         print_json(record)
@@ -165,25 +168,25 @@ def _tree_record(packing: TreePacking) -> dict[str, Any]:
     }
 
 
-def _exportable(result: TreePacking | FlowSchedule, program: Program, *, quiet: bool) -> Program:
-    """``program``, or the unpipelined tree Program when MSCCL XML (steps per thread block) cannot hold it."""
+def _exportable(result: TreePacking | FlowSchedule, program: Program, *, quiet: bool) -> tuple[Program, str]:
+    """``program`` and its MSCCL XML, or the unpipelined tree Program's when XML (steps per thread block) cannot hold it."""
     try:
-        to_msccl_xml(program)
+        return program, to_msccl_xml(program)
     except XmlError as err:
         if isinstance(result, FlowSchedule):
             raise
         if not quiet:
             print(f"synth: {err}; using the unpipelined Program instead", file=sys.stderr)
-        return result.to_program(pipeline=1)
-    return program
+        unpipelined = result.to_program(pipeline=1)
+        return unpipelined, to_msccl_xml(unpipelined)
 
 
-def _save(result: TreePacking | FlowSchedule, program: Program | None, path: Path, *, quiet: bool) -> None:
+def _save(result: TreePacking | FlowSchedule, exported: tuple[Program, str] | None, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".xml":
-        if program is None:
+        if exported is None:
             raise CollectiveError("synth: skewed traffic has no all_to_all Program to write as XML; write .json")
-        save_msccl_xml(_exportable(result, program, quiet=quiet), path)
+        path.write_text(exported[1], encoding="utf-8")
         return
     if suffix != ".json":
         raise CollectiveError(f"synth: output must end in .json or .xml, got {str(path)!r}")
