@@ -288,6 +288,10 @@ def pack_trees(
         raise CollectiveError(f"pack_trees: root {root!r} is not a rank of topology {topology.name!r} ({n} ranks)")
     if method not in ("auto", "flat", "hierarchical"):
         raise CollectiveError(f"pack_trees: method must be 'auto', 'flat' or 'hierarchical', got {method!r}")
+    if time_limit is not None and not (isinstance(time_limit, int | float) and time_limit > 0):
+        raise CollectiveError(f"pack_trees: time_limit must be a positive number of seconds, got {time_limit!r}")
+    if not isinstance(max_chunks, int) or isinstance(max_chunks, bool) or max_chunks < 1:
+        raise CollectiveError(f"pack_trees: max_chunks must be a positive integer, got {max_chunks!r}")
     started = time.monotonic()
     deadline = None if time_limit is None else started + time_limit
     roots = [root] if rooted else list(range(n))

@@ -124,7 +124,7 @@ def _run_smt(args: argparse.Namespace, collective: Collective, topo: Topology) -
             collective,
             topo,
             max_steps=args.max_steps,
-            max_chunks=args.max_chunks or PARETO_MAX_CHUNKS,
+            max_chunks=PARETO_MAX_CHUNKS if args.max_chunks is None else args.max_chunks,
             root=args.root,
             time_limit=args.time_limit,
             on_attempt=_progress,

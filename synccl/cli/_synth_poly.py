@@ -75,7 +75,7 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
                 root=args.root,
                 method=args.hierarchy,
                 time_limit=args.time_limit,
-                max_chunks=args.max_chunks or MAX_CHUNKS,
+                max_chunks=MAX_CHUNKS if args.max_chunks is None else args.max_chunks,
             )
     record = _flow_record(result) if isinstance(result, FlowSchedule) else _tree_record(result)
     runnable = not isinstance(result, FlowSchedule) or result.uniform

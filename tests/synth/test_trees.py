@@ -196,6 +196,10 @@ def test_bad_requests_are_one_line_errors():
         pack_trees("all_gather", topo, method="magic")
     with pytest.raises(TopologyError, match="does not span several hosts"):
         pack_trees("all_gather", topo, method="hierarchical")
+    with pytest.raises(CollectiveError, match="time_limit must be a positive number"):
+        pack_trees("all_gather", topo, time_limit=-1)
+    with pytest.raises(CollectiveError, match="max_chunks must be a positive integer, got 0"):
+        pack_trees("all_gather", topo, max_chunks=0)
     with pytest.raises(CollectiveError, match="pipeline must be a positive integer"):
         pack_trees("all_gather", topo).to_program(pipeline=0)
 
