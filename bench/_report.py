@@ -8,9 +8,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from synccl.bench._config import BenchConfig, nccl_type_name, parse_dtype
 from synccl.units import format_size
 
@@ -233,6 +230,9 @@ def plot(records: Sequence[Record], path: str | Path) -> None:
     ...     os.path.getsize(os.path.join(d, "bw.png")) > 0
     True
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported only when drawing (slow to import)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

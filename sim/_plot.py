@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from synccl.exceptions import CollectiveError
 from synccl.sim._result import SimResult
 from synccl.units import format_size
@@ -69,6 +66,9 @@ def plot_busbw(
             raise CollectiveError(f"plot_busbw: {label!r} has sizes {[r.size_bytes for r in series]!r}, expected {sizes!r}")
     if bound_busbw is not None and len(bound_busbw) != len(sizes):
         raise CollectiveError(f"plot_busbw: bound has {len(bound_busbw)} values, expected one per size ({len(sizes)})")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported only when drawing (slow to import)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

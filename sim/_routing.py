@@ -14,9 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
-
 from synccl.exceptions import TopologyError
 from synccl.topologies import BANDWIDTH, LATENCY, Topology
 
@@ -79,6 +76,11 @@ def routes(
     if not by_source:
         return {}
     # One C Dijkstra over every source at once (scipy), paths read back from the predecessors.
+    # scipy is imported here, not at module level: importing synccl.sim for its helpers
+    # (busbw_factor, size_range) should not cost scipy's quarter of a second.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
     vertices = list(graph.nodes)
     index = {v: i for i, v in enumerate(vertices)}
     edges = list(graph.edges(data=True))

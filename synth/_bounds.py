@@ -43,8 +43,6 @@ from functools import lru_cache
 
 import networkx as nx
 import numpy as np
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import breadth_first_order, dijkstra, maximum_flow
 
 from synccl.collectives import Collective, CollectiveSpec, parse_collective
 from synccl.exceptions import CollectiveError, Infeasible, TopologyError
@@ -312,6 +310,9 @@ def _max_distance(topology: Topology, spec: CollectiveSpec, op: str) -> float:
 
     The first pathless pair in (source, target) order is the one named.
     """
+    from scipy.sparse import csr_array  # scipy is imported by the functions that use it: it is slow to import
+    from scipy.sparse.csgraph import dijkstra
+
     sources, targets = _needed_sources(spec)
     index = {v: i for i, v in enumerate(topology.graph.nodes)}
     rows, cols, latency = [], [], []
@@ -465,6 +466,9 @@ class _FlowNetwork:
         ``S`` is the set reachable from the super source in the residual graph of a maximum
         flow in which the super source feeds each vertex of ``chosen`` at rate ``x``.
         """
+        from scipy.sparse import csr_array
+        from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
         p, q = x.numerator, x.denominator
         # capacities times denominator * q, and x times denominator, are integers; divide by their gcd
         common = math.gcd(self._unit * q, p * self._denominator)

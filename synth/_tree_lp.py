@@ -27,7 +27,6 @@ from typing import Literal
 import highspy
 import networkx as nx
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from synccl.exceptions import Infeasible
 from synccl.synth._routes import LogicalNetwork
@@ -149,6 +148,8 @@ class TreeModel:
     """
 
     def __init__(self, net: LogicalNetwork, roots: Sequence[int], direction: Direction) -> None:
+        from scipy.sparse import csr_matrix  # imported on use: scipy is slow to import
+
         self.net, self.roots, self.direction = net, list(roots), direction
         self.arcs = arcs_of(net, direction)
         self.nroots, nlinks = len(self.roots), len(net.links)

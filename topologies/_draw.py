@@ -13,10 +13,6 @@ import math
 import os
 
 import networkx as nx
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from synccl.topologies._topology import VERTEX_KIND, LinkKind, Topology, VertexKind
 
@@ -62,6 +58,12 @@ def draw_topology(topo: Topology, path: str | os.PathLike[str], *, title: str | 
     >>> os.path.getsize(path) > 0
     True
     """
+    # matplotlib takes a third of a second to import: only a caller that draws pays for it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     graph = topo.graph
     pos = _layout(topo)
     size = min(16.0, 6.0 + 0.05 * graph.number_of_nodes())
