@@ -88,7 +88,7 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
     """
     verify(program)
     spec = program.spec
-    lanes = 1 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
+    lanes = program.nlanes
     if lanes > limits.max_channels:
         raise XmlError(f"export {program.name!r}: uses {lanes} channels (lanes); MSCCL's executor allows at most {limits.max_channels}")
     lines = [

@@ -189,6 +189,20 @@ class Program:
         """Which collective the Program implements."""
         return self.spec.collective
 
+    @property
+    def nlanes(self) -> int:
+        """Number of lanes: one more than the largest ``Channel.lane`` of any rank (1 without channels).
+
+        This is how many connections a pair of ranks may need (MSCCL's ``nchannels``).
+
+        Examples
+        --------
+        >>> from synccl.collectives import library
+        >>> library.build("ring", "all_reduce", nranks=4, channels=3).nlanes
+        3
+        """
+        return 1 + max((ch.lane for rp in self.ranks for ch in rp.channels), default=0)
+
     def buffer_chunks(self, rank: int, buffer: Buffer) -> int:
         """Size in chunks of ``rank``'s ``buffer`` (before in-place aliasing)."""
         if buffer is Buffer.INPUT:

@@ -28,7 +28,7 @@ def replicate(program: Program, instances: int) -> Program:
     if instances == 1:
         return program
     k = instances
-    lanes = 1 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
+    lanes = program.nlanes
 
     def scale(sl: Slice | None, j: int) -> Slice | None:
         if sl is None:
