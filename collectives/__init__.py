@@ -13,7 +13,7 @@ from synccl.collectives._msccl_xml import (
     to_msccl_xml,
 )
 from synccl.collectives._oracle import REDUCE_OPS, ReduceOp, expected_outputs, reduce_arrays
-from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
+from synccl.collectives._program import OP_SEMANTICS, Channel, Dependency, Instruction, Op, OpSemantics, Program, RankProgram, Slice
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec, Contribution, parse_collective
 from synccl.collectives._transform import replicate
 from synccl.collectives._verifier import VerificationReport, check, verify
@@ -51,6 +51,8 @@ __all__ = [
     "Event",
     "Instruction",
     "Op",
+    "OP_SEMANTICS",
+    "OpSemantics",
     "Program",
     "RankProgram",
     "Schedule",

@@ -1,8 +1,8 @@
 """One valid execution order of a Program, and a replay of it over any value domain.
 
 The verifier replays a Program over symbolic values (sets of contributions) and the reference
-interpreter replays it over numpy arrays; both walk the order :func:`schedule` finds, so the
-meaning of every opcode is written down once, in :func:`replay`.
+interpreter replays it over numpy arrays; both walk the order :func:`schedule` finds, and
+:func:`replay` derives what every opcode does from :data:`~synccl.collectives.OP_SEMANTICS`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from synccl.collectives._program import Instruction, Op, Program, Slice
+from synccl.collectives._program import OP_SEMANTICS, Instruction, Program, Slice
 
 __all__ = ["Connection", "Event", "Schedule", "Stall", "schedule", "replay", "Machine"]
 
@@ -177,31 +177,25 @@ def replay(sched: Schedule, machine: Machine[V], *, on_event: Callable[[int, Eve
     to track happens-before).
     """
     in_flight: dict[int, V] = {}  # messages by the schedule position of their send
+    semantics = OP_SEMANTICS
     for pos, ev in enumerate(sched.events):
         if on_event is not None:
             on_event(pos, ev)
         ins, rank = ev.instruction, ev.rank
-        received = in_flight.pop(ev.matched) if ev.matched is not None else None
-        op = ins.op
-        if op is Op.NOP:
-            continue
-        if op is Op.SEND:
-            in_flight[pos] = machine.read(ev, rank, ins.src)
-        elif op is Op.RECV:
-            machine.write(ev, rank, ins.dst, received)
-        elif op is Op.COPY:
-            machine.write(ev, rank, ins.dst, machine.read(ev, rank, ins.src))
-        elif op is Op.REDUCE:
-            machine.write(ev, rank, ins.dst, machine.combine(ev, machine.read(ev, rank, ins.dst), machine.read(ev, rank, ins.src)))
-        elif op is Op.RECV_COPY_SEND:
-            machine.write(ev, rank, ins.dst, received)
-            in_flight[pos] = received
-        elif op is Op.RECV_REDUCE_COPY:
-            machine.write(ev, rank, ins.dst, machine.combine(ev, machine.read(ev, rank, ins.src), received))
-        elif op is Op.RECV_REDUCE_SEND:
-            in_flight[pos] = machine.combine(ev, machine.read(ev, rank, ins.src), received)
-        else:  # RECV_REDUCE_COPY_SEND
-            value = machine.combine(ev, machine.read(ev, rank, ins.src), received)
+        sem = semantics[ins.op]
+        # The op's value, as OpSemantics defines it.
+        if sem.reduces:
+            if sem.reads_dst:
+                value = machine.combine(ev, machine.read(ev, rank, ins.dst), machine.read(ev, rank, ins.src))
+            else:
+                value = machine.combine(ev, machine.read(ev, rank, ins.src), in_flight.pop(ev.matched))
+        elif sem.receives:
+            value = in_flight.pop(ev.matched)
+        elif sem.reads_src:
+            value = machine.read(ev, rank, ins.src)
+        else:
+            continue  # NOP
+        if sem.writes_dst:
             machine.write(ev, rank, ins.dst, value)
+        if sem.sends:
             in_flight[pos] = value
-

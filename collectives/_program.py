@@ -20,24 +20,31 @@ Instruction semantics (``src`` and ``dst`` are slices of the executing rank's bu
     RECV_REDUCE_SEND       send src (+) received on (nothing written locally)
     RECV_REDUCE_COPY_SEND  dst := src (+) received; send dst on
     NOP                    nothing; waits for its deps
+
+:data:`OP_SEMANTICS` is the same table in machine-readable form: the verifier, the reference
+interpreter, the simulator and the runtime derive what an opcode does from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Literal
 
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec
 
-__all__ = ["Op", "Slice", "Dependency", "Instruction", "Channel", "RankProgram", "Program", "Protocol"]
+__all__ = ["Op", "OpSemantics", "OP_SEMANTICS", "Slice", "Dependency", "Instruction", "Channel", "RankProgram", "Program", "Protocol"]
 
 Protocol = Literal["Simple", "LL", "LL128"]
 
 
 class Op(str, Enum):
-    """Instruction opcodes (MSCCL step types ``s r cpy re rcs rrc rrs rrcs nop``)."""
+    """Instruction opcodes (MSCCL step types ``s r cpy re rcs rrc rrs rrcs nop``).
+
+    What each one does is :attr:`semantics`, a row of :data:`OP_SEMANTICS`.
+    """
 
     SEND = "send"
     RECV = "recv"
@@ -50,40 +57,103 @@ class Op(str, Enum):
     NOP = "nop"
 
     @property
+    def semantics(self) -> OpSemantics:
+        """What the op does (its row of :data:`OP_SEMANTICS`).
+
+        >>> Op.RECV_REDUCE_SEND.semantics.writes_dst
+        False
+        """
+        return OP_SEMANTICS[self]
+
+    @property
     def receives(self) -> bool:
         """Whether the op takes data from the channel's receive peer."""
-        return self in _RECEIVING
+        return OP_SEMANTICS[self].receives
 
     @property
     def sends(self) -> bool:
         """Whether the op hands data to the channel's send peer."""
-        return self in _SENDING
+        return OP_SEMANTICS[self].sends
 
     @property
     def reads_src(self) -> bool:
         """Whether the op reads its local ``src`` slice."""
-        return self in _READS_SRC
+        return OP_SEMANTICS[self].reads_src
 
     @property
     def writes_dst(self) -> bool:
         """Whether the op writes its local ``dst`` slice."""
-        return self in _WRITES_DST
+        return OP_SEMANTICS[self].writes_dst
 
     @property
     def reads_dst(self) -> bool:
         """Whether the op reads ``dst`` before writing it (local reduce)."""
-        return self is Op.REDUCE
-
-    @property
-    def combines(self) -> bool:
-        """Whether the op reduces two operands."""
-        return self in (Op.REDUCE, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND)
+        return OP_SEMANTICS[self].reads_dst
 
 
-_RECEIVING = frozenset({Op.RECV, Op.RECV_COPY_SEND, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
-_SENDING = frozenset({Op.SEND, Op.RECV_COPY_SEND, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
-_READS_SRC = frozenset({Op.SEND, Op.COPY, Op.REDUCE, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
-_WRITES_DST = frozenset({Op.RECV, Op.COPY, Op.REDUCE, Op.RECV_COPY_SEND, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_COPY_SEND})
+@dataclass(frozen=True, slots=True)
+class OpSemantics:
+    """What an opcode does: one row of :data:`OP_SEMANTICS`, the table every executor of Programs reads.
+
+    The op's *value* follows from the flags: for a reduction, ``dst (+) src`` when it reads
+    ``dst`` and ``src (+) received`` otherwise; else the received message when it receives, else
+    ``src`` when it reads it (NOP has no value). The value is written to ``dst`` when
+    ``writes_dst`` and sent to the channel's send peer when ``sends``.
+
+    Attributes
+    ----------
+    receives : bool
+        Takes the next message from the channel's receive peer.
+    sends : bool
+        Hands its value to the channel's send peer.
+    reads_src : bool
+        Reads its local ``src`` slice (so it needs one).
+    reads_dst : bool
+        Reads ``dst`` before writing it (the local REDUCE).
+    writes_dst : bool
+        Writes its local ``dst`` slice (so it needs one).
+    reduces : bool
+        Combines two operands with the reduction operator.
+    local_work : bool
+        Makes a pass over local memory: a copy out of ``src`` or a reduction. A plain receive, or
+        the copy of RECV_COPY_SEND, writes straight from the connection (the simulator charges
+        memory bandwidth only for local work).
+    accepts_src : bool
+        A ``src`` slice may be given: always when ``reads_src``; RECV_COPY_SEND accepts one and
+        ignores it.
+
+    Examples
+    --------
+    >>> [op.value for op, s in OP_SEMANTICS.items() if s.receives and s.sends]
+    ['recv_copy_send', 'recv_reduce_send', 'recv_reduce_copy_send']
+    """
+
+    receives: bool = False
+    sends: bool = False
+    reads_src: bool = False
+    reads_dst: bool = False
+    writes_dst: bool = False
+    reduces: bool = False
+    local_work: bool = False
+    accepts_src: bool = False
+
+
+#: The meaning of every opcode, in one place (see :class:`OpSemantics`); read-only.
+OP_SEMANTICS: Mapping[Op, OpSemantics] = MappingProxyType(
+    {
+        Op.SEND: OpSemantics(sends=True, reads_src=True, accepts_src=True),
+        Op.RECV: OpSemantics(receives=True, writes_dst=True),
+        Op.COPY: OpSemantics(reads_src=True, writes_dst=True, local_work=True, accepts_src=True),
+        Op.REDUCE: OpSemantics(reads_src=True, reads_dst=True, writes_dst=True, reduces=True, local_work=True, accepts_src=True),
+        Op.RECV_COPY_SEND: OpSemantics(receives=True, sends=True, writes_dst=True, accepts_src=True),
+        Op.RECV_REDUCE_COPY: OpSemantics(receives=True, reads_src=True, writes_dst=True, reduces=True, local_work=True, accepts_src=True),
+        Op.RECV_REDUCE_SEND: OpSemantics(receives=True, sends=True, reads_src=True, reduces=True, local_work=True, accepts_src=True),
+        Op.RECV_REDUCE_COPY_SEND: OpSemantics(
+            receives=True, sends=True, reads_src=True, writes_dst=True, reduces=True, local_work=True, accepts_src=True
+        ),
+        Op.NOP: OpSemantics(),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synccl.collectives._execution import Event, Schedule, replay, schedule
-from synccl.collectives._program import Instruction, Op, Program, Slice
+from synccl.collectives._program import OP_SEMANTICS, Instruction, Program, Slice
 from synccl.collectives._spec import Buffer, Contribution
 from synccl.exceptions import VerificationError, Violation
 
@@ -144,19 +144,18 @@ def _check_rank_channels(program: Program, rank: int) -> Iterable[Violation]:
 
 def _instruction_problems(program: Program, rank: int, channel: int, index: int, ins: Instruction, send_peer: int | None, recv_peer: int | None) -> Iterable[str]:
     op = ins.op
-    if op.sends and send_peer is None:
+    sem = op.semantics
+    if sem.sends and send_peer is None:
         yield f"{op.value} sends but the channel has no send peer"
-    if op.receives and recv_peer is None:
+    if sem.receives and recv_peer is None:
         yield f"{op.value} receives but the channel has no receive peer"
-    needs_src = op.reads_src
-    needs_dst = op.writes_dst
-    if needs_src and ins.src is None:
+    if sem.reads_src and ins.src is None:
         yield f"{op.value} needs a src slice"
-    if needs_dst and ins.dst is None:
+    if sem.writes_dst and ins.dst is None:
         yield f"{op.value} needs a dst slice"
-    if not needs_src and ins.src is not None and op is not Op.RECV_COPY_SEND:
+    if not sem.accepts_src and ins.src is not None:
         yield f"{op.value} takes no src slice, got {ins.src}"
-    if not needs_dst and ins.dst is not None:
+    if not sem.writes_dst and ins.dst is not None:
         yield f"{op.value} takes no dst slice, got {ins.dst}"
     for name, sl in (("src", ins.src), ("dst", ins.dst)):
         if sl is None:
@@ -168,7 +167,7 @@ def _instruction_problems(program: Program, rank: int, channel: int, index: int,
             yield f"{name} count must be >= 1, got {sl.count}"
         elif sl.index < 0 or sl.index + sl.count > size:
             yield f"{name} {sl} is out of bounds: {sl.buffer.value} has {size} chunks"
-    if ins.dst is not None and ins.dst.buffer is Buffer.INPUT and not program.spec.inplace and op.writes_dst:
+    if ins.dst is not None and ins.dst.buffer is Buffer.INPUT and not program.spec.inplace and sem.writes_dst:
         yield f"{op.value} writes {ins.dst} but an out-of-place collective must leave its input buffer unchanged"
     if ins.src is not None and ins.dst is not None and ins.src.count != ins.dst.count:
         yield f"src {ins.src} and dst {ins.dst} differ in size"
@@ -242,11 +241,12 @@ class _RaceDetector:
         if (ev.rank, ev.channel, ev.index) in self.dep_targets:
             self.snapshots[ev.rank, ev.channel, ev.index] = vc.copy()
         ins = ev.instruction
-        if ins.op.reads_src:
+        sem = OP_SEMANTICS[ins.op]
+        if sem.reads_src:
             self._access(pos, ev, me, vc, ins.src, write=False)
-        if ins.op.reads_dst:
+        if sem.reads_dst:
             self._access(pos, ev, me, vc, ins.dst, write=False)
-        if ins.op.writes_dst:
+        if sem.writes_dst:
             self._access(pos, ev, me, vc, ins.dst, write=True)
 
     def _access(self, pos: int, ev: Event, me: int, vc: np.ndarray, where: Slice, *, write: bool) -> None:
@@ -331,7 +331,7 @@ class _SymbolicMachine:
     def combine(self, event: Event, local: tuple[Value, ...], received: tuple[Value, ...]) -> tuple[Value, ...]:
         out = []
         ins = event.instruction
-        operand = ins.src if ins.op is not Op.REDUCE else ins.dst
+        operand = ins.dst if ins.op.reads_dst else ins.src  # the local operand (see OpSemantics)
         for offset, (a, b) in enumerate(zip(local, received, strict=True)):
             chunk = operand.index + offset if operand is not None else None
             if a is None or b is None:

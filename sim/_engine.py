@@ -7,9 +7,10 @@ Model
   receives, the matching message has arrived (the k-th send on a connection ``(src, dst,
   lane)`` is the k-th receive's message; the verifier makes each connection end one channel).
 * An instruction then runs its phases one after the other: a *local* phase for the work it
-  does in memory (COPY, REDUCE and the reductions of RECV_REDUCE_COPY, RECV_REDUCE_SEND,
-  RECV_REDUCE_COPY_SEND), then a *send* phase if it sends. A plain receive and the copy of
-  RECV_COPY_SEND write straight from the connection and cost nothing locally.
+  does in memory (its ``OpSemantics.local_work``: COPY, REDUCE and the reductions of
+  RECV_REDUCE_COPY, RECV_REDUCE_SEND, RECV_REDUCE_COPY_SEND), then a *send* phase if it sends.
+  A plain receive and the copy of RECV_COPY_SEND write straight from the connection and cost
+  nothing locally.
 * A send phase is a *flow* of ``count * chunk_bytes`` bytes along the flow's route (see
   :mod:`synccl.sim._routing`). All flows crossing a link share its bandwidth max-min fairly
   (progressive filling), and rates are recomputed for the flows whose links changed whenever a
@@ -28,7 +29,7 @@ import heapq
 import logging
 from collections import deque
 
-from synccl.collectives import Op, Program
+from synccl.collectives import OP_SEMANTICS, Program
 from synccl.exceptions import CollectiveError, ProgramError, TopologyError
 from synccl.sim._fairness import max_min_rates
 from synccl.sim._result import LinkUsage, SimResult, busbw_factor
@@ -39,7 +40,6 @@ __all__ = ["simulate"]
 
 logger = logging.getLogger(__name__)
 
-_LOCAL_OPS = frozenset({Op.COPY, Op.REDUCE, Op.RECV_REDUCE_COPY, Op.RECV_REDUCE_SEND, Op.RECV_REDUCE_COPY_SEND})
 _DRAIN, _ARRIVE = 0, 1
 
 
@@ -80,7 +80,7 @@ def simulate(program: Program, topology: Topology, size_bytes: int, *, local_cos
     --------
     One rank sends 1 MB to the other over a 10 GB/s link with 2 µs latency:
 
-    >>> from synccl.collectives import Buffer, Channel, Collective, CollectiveSpec, Instruction, RankProgram, Slice
+    >>> from synccl.collectives import Buffer, Channel, Collective, CollectiveSpec, Instruction, Op, RankProgram, Slice
     >>> from synccl.topologies import TopologyBuilder
     >>> b = TopologyBuilder()
     >>> _ = b.add_rank(), b.add_rank()
@@ -205,8 +205,9 @@ class _Engine:
             for ins in ch.instructions:
                 nbytes = ins.count * chunk_bytes
                 deps = tuple((key[rank, d.channel], d.instruction) for d in ins.deps)
-                local = nbytes if local_cost and ins.op in _LOCAL_OPS else 0.0
-                steps.append((deps, recv if ins.op.receives else None, local, nbytes if ins.op.sends else 0.0))
+                sem = OP_SEMANTICS[ins.op]
+                local = nbytes if local_cost and sem.local_work else 0.0
+                steps.append((deps, recv if sem.receives else None, local, nbytes if sem.sends else 0.0))
             self.steps.append(steps)
         self.conn_names = {i: c for c, i in conn_id.items()}
 
