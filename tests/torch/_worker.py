@@ -217,7 +217,7 @@ SCENARIOS = {"ops": ops, "async": async_ops, "functional": functional, "subgroup
 
 
 def main(names: list[str]) -> int:
-    dist.init_process_group("synccl")  # under mpiexec, importing synccl.torch set the env:// variables
+    dist.init_process_group("synccl")  # under mpiexec, synccl.torch agrees on MASTER_ADDR/MASTER_PORT over MPI here
     gloo = dist.new_group(backend="gloo")
     for name in names:
         SCENARIOS[name](gloo)

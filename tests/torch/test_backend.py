@@ -30,6 +30,41 @@ def test_under_mpiexec(jobs, no_leftover_segments):
     assert_passed(jobs.mpiexec(2, WORKER, "ops", "ddp"), 2)
 
 
+IMPORT_ONLY = """
+import os, sys
+import synccl.torch
+env = [os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")]
+print("IMPORTED", "mpi4py.MPI" in sys.modules, *env, flush=True)
+"""
+
+
+def test_import_under_mpiexec_reads_the_launcher_and_does_not_communicate(jobs, tmp_path):
+    script = tmp_path / "import_only.py"
+    script.write_text(IMPORT_ONLY)
+    proc = jobs.mpiexec(2, script, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = sorted(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("IMPORTED"))
+    # MPI is not even initialized; MASTER_ADDR/MASTER_PORT wait for init_process_group (test_under_mpiexec).
+    assert lines == [["False", "0", "2", "0", "None", "None"], ["False", "1", "2", "1", "None", "None"]]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "expected"),
+    [
+        ({"PMI_RANK": "3", "PMI_SIZE": "8", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}, ("3", "8", "1", "2")),
+        ({"OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "6", "OMPI_COMM_WORLD_LOCAL_RANK": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "3", "PMIX_RANK": "5"}, ("5", "6", "2", "3")),
+        ({"PMIX_RANK": "1"}, (None, None, None, None)),  # no size: left to the MPI rendezvous
+        ({"PMI_RANK": "0", "PMI_SIZE": "2", "RANK": "1"}, ("1", "2", None, None)),  # set variables are kept
+    ],
+)
+def test_environment_from_launcher(launcher, expected):
+    from synccl.torch import environment_from_launcher
+
+    env = dict(launcher)
+    assert environment_from_launcher(env) == (expected[1] is not None)
+    assert tuple(env.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")) == expected
+
+
 def test_a_dead_rank_in_ddp_is_a_python_error_not_a_crash(jobs, no_leftover_segments):
     procs = jobs.spawn(2, FAILING, env={"SYNCCL_TIMEOUT": "20"})
     outs = [p.communicate(timeout=120) for p in procs]
