@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from synccl._files import read_limited
 from synccl.exceptions import TopologyError
 from synccl.topologies._topology import (
     DEFAULT_MEMORY_BANDWIDTH,
@@ -31,6 +32,8 @@ __all__ = ["FORMAT", "VERSION", "to_dict", "from_dict", "save_topology", "load_t
 FORMAT = "synccl-topology"
 #: The format version this module reads and writes.
 VERSION = 1
+#: The largest topology file read: 80x the file of 128 DGX-A100 (1024 ranks, 0.8 MB).
+MAX_TOPOLOGY_BYTES = 64 << 20
 
 _RESERVED = frozenset({VERTEX_KIND, HOST, MEMORY_BANDWIDTH})
 # Attribute names a file may not use: the reserved ones and the builders' own arguments.
@@ -186,8 +189,8 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     Raises
     ------
     TopologyError
-        If the file cannot be read, is not JSON, or a field is wrong; the message starts
-        with the file name, e.g. ``topology.json: links[3].bandwidth: expected a number > 0, got -1``.
+        If the file cannot be read, is larger than :data:`MAX_TOPOLOGY_BYTES`, is not JSON, or a
+        field is wrong; the message starts with the file name, e.g. ``topology.json: links[3].bandwidth: expected a number > 0, got -1``.
 
     Examples
     --------
@@ -201,11 +204,7 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
     synccl.exceptions.TopologyError: ...bad.json: version: expected 1, got 2
     """
     source = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise TopologyError(f"{source}: cannot read topology file: {exc.strerror or exc}") from exc
+    text = read_limited(source, limit=MAX_TOPOLOGY_BYTES, what="topology", error=TopologyError)
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

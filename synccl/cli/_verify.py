@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import runpy
+import os
+import sys
+import types
 from pathlib import Path
 
+from synccl._files import read_limited
 from synccl.cli._format import print_json
 from synccl.collectives import Program, ProgramBuilder, check, load_msccl_xml
 from synccl.exceptions import ProgramError, VerificationError
+
+#: The largest DSL script run (a DSL file is a short Python program).
+MAX_DSL_BYTES = 16 << 20
+_RUN_NAME = "__synccl_program__"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +32,7 @@ def load_programs(path: str | Path) -> list[Program]:
     verifies on leaving the block, so use ``program(..., check=False)`` to have this command
     report the violations instead of stopping at the first failing block.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ProgramError(f"verify: no such file {str(path)!r}")
-    namespace = runpy.run_path(str(path), run_name="__synccl_program__")
+    namespace = _run_script(os.fspath(path))
     found: list[Program] = []
     for value in namespace.values():
         if isinstance(value, ProgramBuilder):
@@ -38,6 +42,27 @@ def load_programs(path: str | Path) -> list[Program]:
     if not found:
         raise ProgramError(f"verify: {str(path)!r} builds no Program at module level (use 'with program(name, spec) as p:')")
     return found
+
+
+def _run_script(path: str) -> dict[str, object]:
+    """Run the Python file ``path`` as a module of its own (as :func:`runpy.run_path` does) and return its globals.
+
+    The source is read once, bounded (:data:`MAX_DSL_BYTES`), so a device or pipe can neither hang
+    nor exhaust memory.
+    """
+    code = compile(read_limited(path, limit=MAX_DSL_BYTES, what="DSL", error=ProgramError), path, "exec")
+    module = types.ModuleType(_RUN_NAME)
+    module.__file__ = path
+    previous = sys.modules.get(_RUN_NAME)
+    sys.modules[_RUN_NAME] = module  # dataclasses and pickle look the module up while it runs
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - running the user's DSL script is what this command is for
+    finally:
+        if previous is None:
+            sys.modules.pop(_RUN_NAME, None)
+        else:
+            sys.modules[_RUN_NAME] = previous
+    return dict(module.__dict__)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import pytest
 from synccl.bench import BenchConfig, XmlRunResult
 from synccl.cli import main
 from synccl.collectives import Collective, library, load_msccl_xml, save_msccl_xml
+from synccl.collectives._msccl_xml import MAX_XML_BYTES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ring_allgather.py"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "msccl-xml"
@@ -114,3 +115,22 @@ def test_bench_xml_option(capfd, tmp_path, no_leftover_segments):
         BenchConfig("all_reduce", xml=str(path), algorithm="ring")
     code, _, err = run(capfd, "bench", "allgather", "--xml", path, "--nranks", 2, "-b", "4K", "-e", "4K", "-n", 1, "-w", 0)
     assert code == 2 and "is all_reduce on 2 ranks, the run is all_gather on 2" in err
+
+
+def test_verify_and_run_refuse_a_device_after_reading_at_most_the_limit(capfd):
+    code, _, err = run(capfd, "run", "/dev/zero")
+    assert code == 2 and err == "synccl run: error: /dev/zero is larger than the 64MiB limit of MSCCL XML files\n"
+    code, _, err = run(capfd, "verify", "/dev/zero")
+    assert code == 2 and err == "synccl verify: error: /dev/zero is larger than the 16MiB limit of DSL files\n"
+
+
+def test_an_xml_file_over_the_limit_is_refused_unparsed(capfd, tmp_path):
+    # Well-formed and invalid (far more <gpu> than ngpus): parsing it would cost seconds and ~10x its size in memory.
+    gpu = b'<gpu id="0" i_chunks="1" o_chunks="1" s_chunks="0"><tb id="0" send="-1" recv="-1" chan="0"/></gpu>\n'
+    path = tmp_path / "huge.xml"
+    with open(path, "wb") as f:
+        f.write(b'<algo name="huge" ngpus="2" coll="allreduce">\n')
+        f.write(gpu * (MAX_XML_BYTES // len(gpu) + 1))
+        f.write(b"</algo>\n")
+    code, _, err = run(capfd, "verify", path)
+    assert code == 2 and err == f"synccl verify: error: {path} is larger than the 64MiB limit of MSCCL XML files\n"

@@ -265,3 +265,8 @@ def test_the_example_in_the_format_document_loads(tmp_path):
     for data in (again, original):
         data["links"].sort(key=lambda link: (str(link["src"]), str(link["dst"])))
     assert again == original
+
+
+def test_a_device_is_refused_after_reading_at_most_the_limit():
+    with pytest.raises(TopologyError, match=r"^/dev/zero is larger than the 64MiB limit of topology files$"):
+        load_topology("/dev/zero")
