@@ -86,6 +86,7 @@ from synccl.synth._flow_lowering import (
     schedule_steps,
     time_per_unit,
 )
+from synccl.synth._highs import silent_highs
 from synccl.synth._routes import LogicalNetwork, logical_network
 from synccl.topologies import Topology
 
@@ -467,8 +468,7 @@ def _solve_two_phase(lp: highspy.HighsLp, hop_cost: np.ndarray, label: str, dead
 
 def _solve(lp: highspy.HighsLp, label: str, deadline: float | None, what: str) -> tuple[float, np.ndarray]:
     """Solve ``lp`` with HiGHS' dual simplex; its objective and column values."""
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = silent_highs()
     highs.setOptionValue("solver", "simplex")
     highs.passModel(lp)
     _run(highs, label, deadline, what)

@@ -29,6 +29,7 @@ import networkx as nx
 import numpy as np
 
 from synccl.exceptions import Infeasible
+from synccl.synth._highs import silent_highs
 from synccl.synth._routes import LogicalNetwork
 
 __all__ = ["WeightedTree", "TreeLP", "TreeModel", "solve_tree_lp", "tree_column", "Direction"]
@@ -153,8 +154,7 @@ class TreeModel:
         self.net, self.roots, self.direction = net, list(roots), direction
         self.arcs = arcs_of(net, direction)
         self.nroots, nlinks = len(self.roots), len(net.links)
-        self.highs = highspy.Highs()
-        self.highs.setOptionValue("output_flag", False)
+        self.highs = silent_highs()
         empty = np.array([], dtype=np.int32)
         self.highs.addCol(1.0, 0.0, highspy.kHighsInf, 0, empty, np.array([]))  # t
         self.highs.addRows(self.nroots, np.ones(self.nroots), np.ones(self.nroots), 0, empty, empty, np.array([]))

@@ -40,6 +40,7 @@ import numpy as np
 from synccl.collectives import Collective, CollectiveSpec, Program, parse_collective
 from synccl.exceptions import CollectiveError, TopologyError
 from synccl.synth._bounds import _us_per_byte, phased_all_reduce_us_per_byte
+from synccl.synth._highs import silent_highs
 from synccl.synth._routes import LogicalNetwork, logical_network
 from synccl.synth._tree_lp import Direction, TreeLP, TreeModel, WeightedTree, arcs_of, tree_column, tree_link_counts
 from synccl.topologies import Topology
@@ -488,8 +489,7 @@ def _integral_split(
     arcs = arcs_of(net, direction)
     row_of = {r: i for i, r in enumerate(roots)}
     nroots, nlinks = len(roots), len(net.links)
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = silent_highs()
     highs.setOptionValue("time_limit", _MILP_SECONDS)
     bounds = np.array([float(c * limit) for c in net.exact_capacity]) + 1e-6  # loads are integers
     empty = np.array([], dtype=np.int32)
