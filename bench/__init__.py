@@ -4,7 +4,8 @@
 on torch.distributed's gloo and on MPI's own collectives, printing nccl-tests' table (time, algbw,
 busbw, #wrong, out of place and in place). One timing loop (:func:`measure`) drives every
 :class:`Backend`; :func:`launch` starts the ranks under mpiexec and :func:`run_bench` is what each
-rank runs. :func:`launch_xml` runs an MSCCL XML file on local ranks and checks it (``synccl run``).
+rank runs. (``synccl run``, which runs an MSCCL XML file on local ranks and checks it, is a product
+feature: :mod:`synccl._xml_run`.)
 """
 
 from synccl.bench._backends import Backend, MpiBackend, SynccclBackend, TorchBackend, check_available, lanes_needed, make_backend
@@ -13,7 +14,6 @@ from synccl.bench._launch import find_mpiexec, launch
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
 from synccl.bench._report import Record, comparison, float_cell, footer, header, plot, row, write_json
 from synccl.bench._runner import allocate, measure, run_bench, sweep
-from synccl.bench._xml_run import XmlRunResult, check_program_on_ranks, element_count, launch_xml
 
 __all__ = [
     "BACKENDS",
@@ -25,20 +25,16 @@ __all__ = [
     "Record",
     "SynccclBackend",
     "TorchBackend",
-    "XmlRunResult",
     "allocate",
     "check_available",
-    "check_program_on_ranks",
     "comparison",
     "count_wrong",
-    "element_count",
     "expected_output",
     "find_mpiexec",
     "float_cell",
     "footer",
     "header",
     "launch",
-    "launch_xml",
     "lanes_needed",
     "layout",
     "make_backend",

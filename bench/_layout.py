@@ -1,4 +1,4 @@
-"""Buffer sizes in nccl-tests' convention, deterministic test data and the #wrong count."""
+"""Buffer sizes in nccl-tests' convention, deterministic test data; the #wrong count is :func:`synccl._xml_run.count_wrong`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synccl._xml_run import count_wrong  # the one #wrong count, shared with synccl run
 from synccl.collectives import Collective, ReduceOp, expected_outputs
 
 __all__ = ["Layout", "layout", "rank_input", "expected_output", "count_wrong"]
 
-# Relative tolerance of reductions in floating point (the order of combination differs between backends).
-_RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "float64": 1e-12}
 _SPLIT = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL)
 
 
@@ -121,21 +120,3 @@ def expected_output(lay: Layout, rank: int, dtype: np.dtype, op: ReduceOp, root:
     if want is None:
         raise ValueError(f"bench: {lay.collective.value} leaves rank {rank}'s output unconstrained")
     return want
-
-
-def count_wrong(got: np.ndarray, want: np.ndarray, *, op: ReduceOp, reduces: bool) -> int:
-    """Elements of ``got`` that differ from ``want`` (within a tolerance for floating-point reductions).
-
-    Examples
-    --------
-    >>> count_wrong(np.array([1.0, 2.0], np.float16), np.array([1.001, 3.0], np.float16), op="sum", reduces=True)
-    1
-    """
-    if got.shape != want.shape:
-        raise ValueError(f"bench: output has shape {got.shape}, expected {want.shape}")
-    rtol = _RTOL.get(np.dtype(want.dtype).name)
-    if reduces and rtol is not None and op in ("sum", "prod", "avg"):
-        ok = np.isclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=0.0, equal_nan=True)
-    else:
-        ok = got == want
-    return int(got.size - np.count_nonzero(ok))

@@ -1,17 +1,24 @@
-"""Message sizes as people write them: ``64MiB``, ``1G``, ``4K``, ``4096``.
+"""Message sizes and element types as people write them: ``64MiB``, ``1G``, ``4K``, ``4096``; ``float``, ``bf16``.
 
 Suffixes are binary as in nccl-tests (``1K`` = 1024 bytes, ``1G`` = 2**30); ``KiB``/``KB`` and
-friends mean the same.
+friends mean the same. Type names are nccl-tests' or numpy's (:func:`parse_dtype`).
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ["parse_size", "format_size"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["parse_size", "format_size", "parse_dtype"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+# nccl-tests type name -> numpy name; numpy names map to themselves.
+_NCCL_NAMES = {"half": "float16", "float": "float32", "double": "float64", "bfloat16": "bfloat16", "int8": "int8", "int32": "int32", "int64": "int64"}
+_ALIASES = {"float16": "float16", "float32": "float32", "float64": "float64", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp64": "float64"}
 
 
 def parse_size(text: str | int) -> int:
@@ -44,3 +51,40 @@ def format_size(nbytes: int) -> str:
         if nbytes >= scale and nbytes % scale == 0:
             return f"{nbytes // scale}{unit}"
     return f"{nbytes}B"
+
+
+def parse_dtype(name: str) -> np.dtype:
+    """The numpy dtype for an nccl-tests or numpy type name (``float``, ``half``, ``bfloat16``, ``int32``, ``float64`` ...).
+
+    bfloat16 is ``ml_dtypes.bfloat16``, the numpy spelling torch and JAX interoperate with.
+
+    Parameters
+    ----------
+    name : str
+        ``float``, ``half``, ``bfloat16``, ``double``, ``int8``, ``int32``, ``int64`` (nccl-tests) or
+        ``float32``, ``float16``, ``float64`` (numpy); ``fp16``/``bf16``/``fp32``/``fp64`` too.
+
+    Returns
+    -------
+    numpy.dtype
+        The element type.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown.
+
+    Examples
+    --------
+    >>> parse_dtype("float"), parse_dtype("half"), parse_dtype("bfloat16").itemsize
+    (dtype('float32'), dtype('float16'), 2)
+    """
+    key = str(name).strip().lower()
+    canonical = _NCCL_NAMES.get(key) or _ALIASES.get(key)
+    if canonical is None:
+        valid = ", ".join(sorted({*_NCCL_NAMES, *_ALIASES}))
+        raise ValueError(f"dtype: unknown data type {name!r}; valid: {valid}")
+    import ml_dtypes  # imported on use: sizes alone need neither numpy nor ml_dtypes
+    import numpy as np
+
+    return np.dtype(ml_dtypes.bfloat16) if canonical == "bfloat16" else np.dtype(canonical)

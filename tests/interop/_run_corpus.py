@@ -17,7 +17,7 @@ import traceback
 import numpy as np
 
 import synccl
-from synccl.bench import check_program_on_ranks
+from synccl._xml_run import check_program_on_ranks
 from synccl.collectives import library
 from synccl.runtime import register_program, unregister_program
 

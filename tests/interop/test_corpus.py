@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synccl.bench import lanes_needed
+from synccl._xml_run import lanes_needed
 from synccl.collectives import XmlError, load_msccl_xml
 from synccl.exceptions import VerificationError
 

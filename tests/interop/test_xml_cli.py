@@ -1,10 +1,14 @@
 """`synccl compile`, `synccl run`, `synccl verify FILE.xml` and `synccl bench --xml`, through main()."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from synccl.bench import BenchConfig, XmlRunResult
+from synccl._xml_run import XmlRunResult
+from synccl.bench import BenchConfig
 from synccl.cli import main
 from synccl.collectives import Collective, library, load_msccl_xml, save_msccl_xml
 from synccl.collectives._msccl_xml import MAX_XML_BYTES
@@ -134,3 +138,24 @@ def test_an_xml_file_over_the_limit_is_refused_unparsed(capfd, tmp_path):
         f.write(b"</algo>\n")
     code, _, err = run(capfd, "verify", path)
     assert code == 2 and err == f"synccl verify: error: {path} is larger than the 64MiB limit of MSCCL XML files\n"
+
+
+def test_run_reports_a_crashed_rank_as_a_runtime_failure(capfd, caplog, tmp_path, monkeypatch):
+    # mpiexec exits with its own codes (9 here, 255 seen) when a rank dies; synccl run promises 0/1/2/3.
+    path = tmp_path / "ar.xml"
+    save_msccl_xml(library.build("ring", "all_reduce", 2), path)
+    bin_dir = Path(sys.executable).parent  # mpiexec is found there through PATH
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nif [ "$PMI_RANK" = 1 ]; then kill -9 $$; fi\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = run(capfd, "run", path, "--size", "4K")
+    assert code == 3, err
+    assert "run: the job failed: mpiexec exited with status" in caplog.text
+
+
+def test_run_lives_outside_bench():
+    code = "import sys, synccl._xml_run, synccl._xml_worker; print(sorted(m for m in sys.modules if m.startswith('synccl.bench')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

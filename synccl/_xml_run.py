@@ -1,11 +1,15 @@
 """Run an MSCCL XML file on real ranks and check its numbers: what ``synccl run`` does.
 
-:func:`launch_xml` checks the file in this process, then starts ``nranks`` ranks under mpiexec;
-each rank runs ``python -m synccl.bench._xml_worker``, which imports the file with
-:func:`synccl.load_xml` (so the runtime selects it), calls the collective with random data in the
-file's mode (in place or out of place, its root) through :func:`check_program_on_ranks`, and
-compares with :func:`~synccl.collectives.expected_outputs`. Rank 0 prints ``PASS ...`` or
-``FAIL: ...`` with the time per call and the bus bandwidth.
+:func:`launch_xml` reads the file once (bounded) and checks it in this process, then starts
+``nranks`` ranks under mpiexec on a private copy of exactly the bytes it checked; each rank runs
+``python -m synccl._xml_worker``, which imports the copy with :func:`synccl.load_xml` (so the
+runtime selects it), calls the collective with random data in the file's mode (in place or out
+of place, its root) through :func:`check_program_on_ranks`, and compares with
+:func:`~synccl.collectives.expected_outputs` (:func:`count_wrong`). Rank 0 prints ``PASS ...`` or
+``FAIL: ...`` with the time per call and the bus bandwidth. The job's exit status is one of
+:data:`EXIT_STATUSES`, whatever mpiexec returned.
+
+``synccl bench`` reuses :func:`count_wrong` and :func:`lanes_needed` from here.
 """
 
 from __future__ import annotations
@@ -13,25 +17,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import Any, TextIO
 
 import numpy as np
 
-from synccl.bench._backends import lanes_needed
-from synccl.bench._config import parse_dtype
-from synccl.bench._launch import find_mpiexec
-from synccl.bench._layout import count_wrong
-from synccl.collectives import Collective, Program, ReduceOp, expected_outputs, load_msccl_xml
+from synccl._files import read_limited
+from synccl._launch import run_ranks
+from synccl.collectives import Collective, Program, ReduceOp, XmlError, expected_outputs, from_msccl_xml
+from synccl.collectives._msccl_xml import MAX_XML_BYTES
 from synccl.exceptions import ProgramError
 from synccl.runtime import IN_PLACE, from_environment
 from synccl.sim import busbw_factor
-from synccl.units import format_size
+from synccl.units import format_size, parse_dtype
 
-__all__ = ["XmlRunResult", "check_program_on_ranks", "element_count", "launch_xml"]
+__all__ = [
+    "EXIT_STATUSES",
+    "XmlRunResult",
+    "check_program_on_ranks",
+    "count_wrong",
+    "element_count",
+    "job_status",
+    "lanes_needed",
+    "launch_xml",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +51,12 @@ logger = logging.getLogger(__name__)
 _SHARED_OUT = (Collective.ALL_GATHER, Collective.GATHER, Collective.REDUCE_SCATTER, Collective.SCATTER, Collective.ALL_TO_ALL)
 _SPLIT_IN = (Collective.REDUCE_SCATTER, Collective.SCATTER, Collective.ALL_TO_ALL)
 _OPS = ("sum", "prod", "min", "max", "avg")
+# Relative tolerance of reductions in floating point (the order of combination differs between algorithms and backends).
+_RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "float64": 1e-12}
+
+#: ``synccl run``'s exit statuses, as the README promises them.
+EXIT_STATUSES = {0: "every rank's output was right", 1: "some output was wrong", 2: "bad input or a rejected file", 3: "a runtime failure"}
+_RUNTIME_FAILURE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +118,34 @@ def element_count(program: Program, size_bytes: int, itemsize: int) -> int:
         smallest = itemsize * (program.nranks if program.collective in _SHARED_OUT else 1)
         raise ValueError(f"run: size {size_bytes!r} bytes is too small for {program.collective.value} on {program.nranks} ranks (at least {smallest})")
     return count
+
+
+def count_wrong(got: np.ndarray, want: np.ndarray, *, op: ReduceOp, reduces: bool) -> int:
+    """Elements of ``got`` that differ from ``want`` (within a tolerance for floating-point reductions).
+
+    Examples
+    --------
+    >>> count_wrong(np.array([1.0, 2.0], np.float16), np.array([1.001, 3.0], np.float16), op="sum", reduces=True)
+    1
+    """
+    if got.shape != want.shape:
+        raise ValueError(f"check: output has shape {got.shape}, expected {want.shape}")
+    rtol = _RTOL.get(np.dtype(want.dtype).name)
+    if reduces and rtol is not None and op in ("sum", "prod", "avg"):
+        ok = np.isclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=0.0, equal_nan=True)
+    else:
+        ok = got == want
+    return int(got.size - np.count_nonzero(ok))
+
+
+def lanes_needed(program: Program) -> int:
+    """The ``SYNCCL_MAX_LANES`` a Program needs: its lanes plus the runtime's point-to-point lane.
+
+    >>> from synccl.collectives import library
+    >>> lanes_needed(library.build("ring", "all_reduce", 4, channels=3))
+    4
+    """
+    return program.nlanes + 1
 
 
 def _inputs(collective: Collective, nranks: int, count: int, dtype: np.dtype, op: str, seed: int) -> list[np.ndarray]:
@@ -165,7 +211,7 @@ def check_program_on_ranks(comm: Any, program: Program, *, count: int, dtype: st
     count : int
         Elements per share (see :func:`element_count`); need not divide by the chunk factor.
     dtype, op : str
-        Element type (:func:`~synccl.bench.parse_dtype` names) and reduction.
+        Element type (:func:`~synccl.units.parse_dtype` names) and reduction.
     iters : int
         Timed calls after the checked one (0: only check).
     seed : int
@@ -232,8 +278,10 @@ def check_program_on_ranks(comm: Any, program: Program, *, count: int, dtype: st
 def launch_xml(path: str, nranks: int | None = None, *, size_bytes: int = 1 << 20, dtype: str = "float32", op: ReduceOp = "sum", iters: int = 5, stdout: TextIO | int | None = None) -> int:
     """Check the MSCCL XML file ``path`` here, then run it on ``nranks`` local ranks under mpiexec.
 
-    ``SYNCCL_MAX_LANES`` is raised for the ranks to what the file needs (:func:`lanes_needed`);
-    ``SYNCCL_ALGORITHM`` is dropped so the runtime selects the file's Program.
+    The file is read once; the ranks load a private copy of the bytes checked here, so a file
+    rewritten meanwhile cannot give them another Program. ``SYNCCL_MAX_LANES`` is raised for the
+    ranks to what the file needs (:func:`lanes_needed`); ``SYNCCL_ALGORITHM`` is dropped so the
+    runtime selects the file's Program.
 
     Parameters
     ----------
@@ -249,17 +297,20 @@ def launch_xml(path: str, nranks: int | None = None, *, size_bytes: int = 1 << 2
     Returns
     -------
     int
-        The job's exit status: 0 if every rank's output was right, 1 if some was wrong, 2 if the
-        ranks refused the input, 3 on a runtime failure (other values if a rank crashed).
+        The job's exit status, one of :data:`EXIT_STATUSES` (see :func:`job_status`): 0 if every
+        rank's output was right, 1 if some was wrong, 2 if the ranks refused the input, 3 on a
+        runtime failure (a rank crashed, or mpiexec failed).
 
     Raises
     ------
     XmlError, VerificationError
-        If the file is malformed or its Program is wrong (nothing is launched).
+        If the file cannot be read, is malformed or its Program is wrong (nothing is launched).
     ValueError
         If ``nranks``, the size, dtype or op do not fit the file.
     """
-    program = load_msccl_xml(path)
+    data = read_limited(path, limit=MAX_XML_BYTES, what="MSCCL XML", error=XmlError)
+    name = os.path.basename(path)
+    program = from_msccl_xml(data, source=name)
     if nranks is None:
         nranks = program.nranks
     if nranks != program.nranks:
@@ -271,10 +322,29 @@ def launch_xml(path: str, nranks: int | None = None, *, size_bytes: int = 1 << 2
     if iters < 0:
         raise ValueError(f"run: iters must be >= 0, got {iters!r}")
     count = element_count(program, size_bytes, parse_dtype(dtype).itemsize)
-    settings = from_environment()
     env = {k: v for k, v in os.environ.items() if k != "SYNCCL_ALGORITHM"}
-    env["SYNCCL_MAX_LANES"] = str(max(settings.max_lanes, lanes_needed(program)))
-    job = json.dumps({"path": str(path), "count": count, "dtype": dtype, "op": op, "iters": iters})
-    command = [find_mpiexec(), "-n", str(nranks), sys.executable, "-m", "synccl.bench._xml_worker", job]
-    logger.info("run: SYNCCL_MAX_LANES=%s %s", env["SYNCCL_MAX_LANES"], " ".join(command))
-    return subprocess.run(command, stdout=stdout, env=env, check=False).returncode
+    env["SYNCCL_MAX_LANES"] = str(max(from_environment().max_lanes, lanes_needed(program)))
+    with tempfile.TemporaryDirectory(prefix="synccl-run-") as private:
+        copy = Path(private) / name  # the same base name: the same default Program name
+        copy.write_bytes(data)
+        job = json.dumps({"path": str(copy), "count": count, "dtype": dtype, "op": op, "iters": iters})
+        logger.info("run: SYNCCL_MAX_LANES=%s", env["SYNCCL_MAX_LANES"])
+        return job_status(run_ranks(nranks, "synccl._xml_worker", job, env=env, stdout=stdout, purpose="run"))
+
+
+def job_status(returncode: int) -> int:
+    """``synccl run``'s exit status for mpiexec's: one of :data:`EXIT_STATUSES`.
+
+    The ranks exit 0, 1, 2 or 3 (:mod:`synccl._xml_worker`); anything else is mpiexec's (hydra
+    exits 255 when a rank was killed, or on its own failure) or a signal's, and counts as a runtime
+    failure, logged with the raw value.
+
+    Examples
+    --------
+    >>> job_status(0), job_status(1), job_status(255), job_status(-9)
+    (0, 1, 3, 3)
+    """
+    if returncode in EXIT_STATUSES:
+        return returncode
+    logger.warning("run: the job failed: mpiexec exited with status %d (a rank crashed or was killed, or mpiexec itself failed)", returncode)
+    return _RUNTIME_FAILURE
