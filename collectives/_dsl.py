@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from synccl.collectives._lowering import OpRecord, lower
 from synccl.collectives._program import Program, Protocol
-from synccl.collectives._spec import Buffer, CollectiveSpec
+from synccl.collectives._spec import Buffer, Collective, CollectiveSpec
 from synccl.collectives._transform import replicate
 from synccl.collectives._verifier import verify
 from synccl.exceptions import ProgramError
@@ -89,9 +89,26 @@ class ProgramBuilder:
             raise ProgramError(f"chunk: size must be an integer >= 1, got {size!r}")
         limit = self._size(rank, buffer)
         if not isinstance(index, int) or index < 0 or (limit is not None and index + size > limit):
-            bound = f"0..{limit - size}" if limit is not None else ">= 0"
-            raise ProgramError(f"chunk: rank {rank} {buffer.value}[{index}:{index}+{size}] is out of bounds (index must be {bound})")
+            raise ProgramError(self._out_of_bounds(rank, buffer, index, size, limit))
         return ChunkRef(rank, buffer, index, size, self)
+
+    def _out_of_bounds(self, rank: int, buffer: Buffer, index: object, size: int, limit: int | None) -> str:
+        """The error for a reference past the buffer: past the end, it says which ``chunk_factor`` would fit it."""
+        bound = f"0..{limit - size}" if limit is not None else ">= 0"
+        message = f"chunk: rank {rank} {buffer.value}[{index}:{index}+{size}] is out of bounds (index must be {bound})"
+        if limit is None or not isinstance(index, int) or index < 0:
+            return message
+        spec = self.spec
+        per_factor = limit // spec.chunk_factor  # chunks this buffer gains per unit of chunk_factor (1 or nranks)
+        needed = -(-(index + size) // per_factor)
+        hint = (
+            f"{message}: the program was made with chunk_factor={spec.chunk_factor}, so {buffer.value} holds {limit} chunk(s) per rank "
+            f"({spec.describe()}); to cut each rank's data into more chunks, pass chunk_factor={needed} or more, "
+            f"e.g. CollectiveSpec({spec.collective.value!r}, {spec.nranks}, chunk_factor={needed})"
+        )
+        if spec.collective is Collective.ALL_REDUCE and needed <= spec.nranks:
+            hint += f" (a ring all_reduce on {spec.nranks} ranks uses chunk_factor={spec.nranks})"
+        return hint
 
     def _record(self, op: OpRecord) -> None:
         if self._program is not None:

@@ -133,3 +133,16 @@ def test_recording_after_build_is_refused():
     with pytest.raises(ProgramError, match="already built"):
         ref.copy(0, Buffer.OUTPUT, 0)
     assert p.program.num_instructions() == 1
+
+
+def test_a_chunk_past_the_buffer_says_which_chunk_factor_fits_it():
+    # The classic newcomer slip: a ring allreduce written for n chunks on a spec made with the default chunk_factor=1.
+    with pytest.raises(ProgramError) as info:
+        with program("ring", CollectiveSpec("all_reduce", 4), check=False):
+            chunk(0, Buffer.INPUT, 1)
+    message = str(info.value)
+    assert "input[1:1+1] is out of bounds (index must be 0..0): the program was made with chunk_factor=1" in message
+    assert "pass chunk_factor=2 or more, e.g. CollectiveSpec('all_reduce', 4, chunk_factor=2) (a ring all_reduce on 4 ranks uses chunk_factor=4)" in message
+    with pytest.raises(ProgramError, match=r"output\[5:5\+2\] .* pass chunk_factor=4 or more"):
+        with program("ag", CollectiveSpec("all_gather", 2), check=False):
+            chunk(0, Buffer.OUTPUT, 5, 2)
