@@ -118,7 +118,12 @@ class BenchConfig:
     json_path, plot_path : str or None
         Where rank 0 writes the records and the bus-bandwidth plot.
     progress : bool
-        Show ``[all_reduce] 16MiB (7/12)`` on stderr while sweeping.
+        Show ``[all_reduce synccl] 16MiB (7/12)`` on stderr while sweeping.
+    repeat : int
+        Sweeps per backend, at least 1. The backends take turns within each sweep (sweep 1 on
+        every backend, then sweep 2 ...), so that slow phases of a noisy machine hit them alike;
+        with more than one, each backend's table shows the median time of each size and mode, and a
+        repeat summary adds the fastest and slowest sweep and the ratios between backends.
 
     Raises
     ------
@@ -152,6 +157,7 @@ class BenchConfig:
     json_path: str | None = None
     plot_path: str | None = None
     progress: bool = False
+    repeat: int = 1
 
     def __post_init__(self) -> None:
         coll = parse_collective(self.collective)
@@ -165,6 +171,8 @@ class BenchConfig:
         object.__setattr__(self, "dtype", parse_dtype(self.dtype).name)
         object.__setattr__(self, "backends", tuple(self.backends))
         size_range(self.min_bytes, self.max_bytes, factor=self.factor)
+        if self.repeat < 1:
+            raise ValueError(f"bench: --repeat must be >= 1, got {self.repeat!r}")
         if self.iters < 1 or self.warmup < 0:
             raise ValueError(f"bench: need iters >= 1 and warmup >= 0, got {self.iters!r} and {self.warmup!r}")
         if self.op not in _OPS:

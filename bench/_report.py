@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from synccl.bench._config import BenchConfig, nccl_type_name, parse_dtype
+from synccl.sim import busbw_factor
 from synccl.units import format_size
 
 __all__ = [
     "Record",
+    "RepeatStats",
     "float_cell",
     "header",
     "row",
     "footer",
     "comparison",
+    "repeat_stats",
+    "medians",
+    "repeat_summary",
     "write_json",
     "plot",
 ]
@@ -34,7 +40,8 @@ class Record:
     ``size_bytes`` and ``count`` follow nccl-tests (see :func:`~synccl.bench.layout`); ``time_us``
     is the per-iteration time combined over ranks; ``wrong`` is ``None`` when not validated; ``op``
     is ``None`` for collectives without reduction and ``root`` for collectives without root;
-    ``registered`` is ``None`` for backends other than synccl.
+    ``registered`` is ``None`` for backends other than synccl. ``repeat`` is the sweep (0-based,
+    ``--repeat``); ``None`` on the medians :func:`medians` makes.
     """
 
     backend: str
@@ -52,6 +59,7 @@ class Record:
     wrong: int | None
     registered: bool | None = None
     algorithm: str | None = None
+    repeat: int | None = 0
 
     def as_dict(self) -> dict[str, object]:
         """The record as the JSON object ``--json`` writes."""
@@ -120,6 +128,7 @@ def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devi
         f"# Collective test starting: {config.collective.value}{detail}",
         f"# nRanks {nranks} minBytes {config.min_bytes} maxBytes {config.max_bytes} step: {config.factor}(factor) "
         f"warmup iters: {config.warmup} iters: {config.iters} validation: {int(config.check)} average: {config.average}",
+        *_repeat_line(config.repeat),
         "#",
         "# Using devices",
         *(f"#  Rank {rank:2d} Pid {pid:6d} on {host:>10s} cpu" for rank, pid, host in devices),
@@ -129,6 +138,12 @@ def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devi
         _COLUMNS % ("(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", ""),
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _repeat_line(repeat: int) -> list[str]:
+    if repeat == 1:
+        return []
+    return [f"# Median of {repeat} sweeps (backends interleaved): time is each size's median, algbw and busbw follow from it, #wrong is the worst sweep's"]
 
 
 def row(out_of_place: Record, in_place: Record) -> str:
@@ -209,6 +224,151 @@ def comparison(records: Sequence[Record]) -> str:
                 rec = table.get((other, size))
                 ratio = float_cell(ref.busbw_gbps / rec.busbw_gbps, 6) if ref and rec and rec.busbw_gbps > 0 else "-"
                 line += f"  {float_cell(rec.busbw_gbps, 7) if rec else '-':>7s}  {ratio:>6s}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatStats:
+    """One backend's times per call at one size and mode over repeated sweeps (see :func:`repeat_stats`).
+
+    ``spread`` is ``max_us / min_us``; ``ratio`` and ``worst_ratio`` compare with the first
+    backend (``None`` for the first itself), above 1 when the first backend is faster.
+    """
+
+    median_us: float
+    min_us: float
+    max_us: float
+    spread: float
+    ratio: float | None = None
+    worst_ratio: float | None = None
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.inf
+
+
+def repeat_stats(times: Mapping[str, Sequence[float]]) -> dict[str, RepeatStats]:
+    """Median, fastest, slowest and spread of each backend's times, and ratios against the first backend.
+
+    The one place the statistics of ``synccl bench --repeat`` are computed: the median tables,
+    the repeat summary and the plot use it.
+
+    Parameters
+    ----------
+    times : mapping of str to sequence of float
+        Per backend, the first being the reference: the time per call (µs) in each sweep, at one
+        size and mode.
+
+    Returns
+    -------
+    dict of str to RepeatStats
+        Per backend: ``median_us`` (the mean of the two middle times for an even count),
+        ``min_us``, ``max_us`` and ``spread`` = max / min; for the other backends also ``ratio`` =
+        their median / the first's median and ``worst_ratio`` = their median / the first's slowest
+        sweep. Above 1 the first backend is faster: by median, and even in its worst sweep.
+
+    Raises
+    ------
+    ValueError
+        If there is no backend, or a backend without times.
+
+    Examples
+    --------
+    >>> stats = repeat_stats({"synccl": [10.0, 16.0, 12.0], "mpi": [24.0, 20.0, 30.0]})
+    >>> first, mpi = stats["synccl"], stats["mpi"]
+    >>> first.median_us, first.min_us, first.max_us, first.spread, first.ratio
+    (12.0, 10.0, 16.0, 1.6, None)
+    >>> mpi.median_us, mpi.spread, mpi.ratio, mpi.worst_ratio
+    (24.0, 1.5, 2.0, 1.5)
+    """
+    if not times or not all(len(values) for values in times.values()):
+        raise ValueError(f"repeat_stats: need at least one time per backend, got {dict(times)!r}")
+    stats: dict[str, RepeatStats] = {}
+    first: RepeatStats | None = None
+    for name, values in times.items():
+        low, high, middle = min(values), max(values), statistics.median(values)
+        if first is None:
+            stats[name] = first = RepeatStats(middle, low, high, _ratio(high, low))
+        else:
+            stats[name] = RepeatStats(middle, low, high, _ratio(high, low), _ratio(middle, first.median_us), _ratio(middle, first.max_us))
+    return stats
+
+
+def medians(records: Sequence[Record]) -> list[Record]:
+    """One record per backend, size and mode, with the median time of its sweeps (``--repeat``).
+
+    algbw and busbw follow from the median time; ``wrong`` is the largest count of any sweep
+    (``None`` if none was validated) and ``repeat`` is ``None``. The order is the first sweep's.
+
+    Examples
+    --------
+    >>> recs = [Record("mpi", "all_reduce", 2, 4096, 1024, "float32", "sum", None, False, t, 4096 / t / 1e3, 4096 / t / 1e3, w, repeat=i)
+    ...         for i, (t, w) in enumerate([(10.0, 0), (40.0, 2), (16.0, 0)])]
+    >>> [(m.time_us, m.algbw_gbps, m.busbw_gbps, m.wrong, m.repeat) for m in medians(recs)]
+    [(16.0, 0.256, 0.256, 2, None)]
+    """
+    groups: dict[tuple[str, int, bool], list[Record]] = {}
+    for rec in records:
+        groups.setdefault((rec.backend, rec.size_bytes, rec.inplace), []).append(rec)
+    result = []
+    for (backend, size, _), group in groups.items():
+        middle = repeat_stats({backend: [r.time_us for r in group]})[backend].median_us
+        algbw = size / middle / 1e3 if middle > 0 else 0.0
+        wrong = [r.wrong for r in group if r.wrong is not None]
+        busbw = algbw * busbw_factor(group[0].collective, group[0].nranks)
+        result.append(replace(group[0], time_us=middle, algbw_gbps=algbw, busbw_gbps=busbw, wrong=max(wrong) if wrong else None, repeat=None))
+    return result
+
+
+def repeat_summary(records: Sequence[Record]) -> str:
+    """Per size and mode: each backend's median, fastest and slowest time over the sweeps, and ratios.
+
+    Times per call in µs; ``spread`` = slowest / fastest sweep; against the first backend,
+    ``ratio`` = the other's median / the first's median and ``worst`` = the other's median / the
+    first's slowest sweep, so that above 1 the first backend is faster (see :func:`repeat_stats`).
+
+    Examples
+    --------
+    >>> times = {"synccl": (10.0, 16.0, 12.0), "mpi": (24.0, 20.0, 30.0)}
+    >>> recs = [Record(b, "all_reduce", 2, 4096, 1024, "float32", "sum", None, False, ts[i], 0.0, 0.0, 0, repeat=i)
+    ...         for i in range(3) for b, ts in times.items()]
+    >>> print(repeat_summary(recs))
+    #
+    # Repeat summary, 3 sweeps: time per call (us), median, min and max over the sweeps; spread = max / min
+    # ratio = other's median / synccl's median, worst = other's median / synccl's slowest sweep (> 1: synccl faster)
+    #
+    # out-of-place
+    #             -------------- synccl --------------  ----------------------- mpi ------------------------
+    #       size    median       min       max  spread    median       min       max  spread   ratio   worst
+            4096     12.00     10.00     16.00    1.60     24.00     20.00     30.00    1.50    2.00    1.50
+    """
+    backends = list(dict.fromkeys(r.backend for r in records))
+    first = backends[0]
+    sweeps = len({r.repeat for r in records})
+    lines = ["#", f"# Repeat summary, {sweeps} sweeps: time per call (us), median, min and max over the sweeps; spread = max / min"]
+    if len(backends) > 1:
+        lines.append(f"# ratio = other's median / {first}'s median, worst = other's median / {first}'s slowest sweep (> 1: {first} faster)")
+    for inplace in (False, True):
+        times: dict[int, dict[str, list[float]]] = {}
+        for rec in records:
+            if rec.inplace is inplace:
+                times.setdefault(rec.size_bytes, {}).setdefault(rec.backend, []).append(rec.time_us)
+        if not times:
+            continue
+        groups = [(b, ["median", "min", "max", "spread"] + (["ratio", "worst"] if b != first else [])) for b in backends]
+        widths = {"median": 8, "min": 8, "max": 8, "spread": 6, "ratio": 6, "worst": 6}
+        spans = "".join(f"  {' ' + b + ' ':-^{sum(2 + widths[c] for c in cols) - 2}}" for b, cols in groups)
+        lines += ["#", f"# {'in-place' if inplace else 'out-of-place'}", f"# {'':10s}{spans}", f"# {'size':>10s}" + "".join(f"  {c:>{widths[c]}s}" for _, cols in groups for c in cols)]
+        for size in sorted(times):
+            present = {b: times[size][b] for b in backends if b in times[size]}
+            stats = repeat_stats(present) if first in present else {}
+            line = f"{size:12d}"
+            for b, cols in groups:
+                st = stats.get(b)
+                for c in cols:
+                    value = None if st is None else getattr(st, {"median": "median_us", "min": "min_us", "max": "max_us", "worst": "worst_ratio"}.get(c, c))
+                    line += f"  {'-' if value is None else float_cell(value, widths[c]):>{widths[c]}s}"
             lines.append(line)
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ import numpy as np
 from synccl.bench._backends import Backend, make_backend
 from synccl.bench._config import BenchConfig
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
-from synccl.bench._report import Record, comparison, footer, header, plot, row, write_json
+from synccl.bench._report import Record, comparison, footer, header, medians, plot, repeat_summary, row, write_json
 from synccl.collectives import Collective
 from synccl.sim import busbw_factor
 from synccl.units import format_size
@@ -32,10 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 def run_bench(config: BenchConfig) -> list[Record]:
-    """Run ``config`` on every backend in turn; every rank of the MPI job must call it.
+    """Run ``config`` on every backend in turn, ``config.repeat`` times; every rank of the MPI job must call it.
 
-    Rank 0 prints nccl-tests' table for each backend as sizes complete, then (with several
-    backends) a comparison, and writes ``config.json_path`` and ``config.plot_path``.
+    With one sweep, rank 0 prints nccl-tests' table for each backend as sizes complete, then
+    (with several backends) a comparison. With ``config.repeat`` sweeps the backends take
+    turns within each sweep (sweep 1 on every backend, then sweep 2 ...); rank 0 then prints, per
+    backend, one table of the median times (:func:`~synccl.bench._report.medians`), the comparison
+    of the medians and the repeat summary (:func:`~synccl.bench._report.repeat_summary`).
+    Rank 0 writes every record to ``config.json_path`` and draws ``config.plot_path`` (medians).
 
     Parameters
     ----------
@@ -45,8 +49,8 @@ def run_bench(config: BenchConfig) -> list[Record]:
     Returns
     -------
     list of Record
-        Every measurement (the same on every rank), backend by backend, size by size,
-        out-of-place before in-place.
+        Every measurement (the same on every rank), sweep by sweep, backend by backend, size by
+        size, out-of-place before in-place.
 
     Raises
     ------
@@ -73,20 +77,24 @@ def run_bench(config: BenchConfig) -> list[Record]:
         if config.collective is Collective.BROADCAST and config.root >= nranks:
             raise ValueError(f"bench: root {config.root} is not a rank of {nranks}")
         devices = control.allgather((rank, os.getpid(), socket.gethostname()))
+        live = rank == 0 and config.repeat == 1  # one sweep: print each table as its sizes complete
         records: list[Record] = []
-        for name in config.backends:
-            backend = make_backend(name, control, config)
-            try:
-                if rank == 0:
-                    print(header(config, backend=name, version=backend.version, nranks=nranks, devices=devices), flush=True)
-                done = sweep(backend, config, control, on_row=_printer(rank == 0))
-            finally:
-                backend.close()
-            if rank == 0:
-                print(footer(done, collective=config.collective.value, backend=name), flush=True)
-            records += done
+        versions: dict[str, str] = {}
+        for repeat in range(config.repeat):
+            for name in config.backends:
+                backend = make_backend(name, control, config)
+                try:
+                    versions[name] = backend.version
+                    if live:
+                        print(header(config, backend=name, version=backend.version, nranks=nranks, devices=devices), flush=True)
+                    done = sweep(backend, config, control, on_row=_printer(live), repeat=repeat)
+                finally:
+                    backend.close()
+                if live:
+                    print(_table_end(config, done, name), flush=True)
+                records += done
         if rank == 0:
-            _finish(config, records)
+            _finish(config, records, versions=versions, nranks=nranks, devices=devices)
         return records
     finally:
         control.Free()
@@ -98,13 +106,29 @@ def _printer(show: bool) -> Callable[[Record, Record], None] | None:
     return lambda oop, ip: print(row(oop, ip), flush=True)
 
 
-def _finish(config: BenchConfig, records: list[Record]) -> None:
+def _table_end(config: BenchConfig, records: list[Record], backend: str) -> str:
+    """The lines after a backend's rows: nccl-tests' footer."""
+    return footer(records, collective=config.collective.value, backend=backend)
+
+
+def _finish(config: BenchConfig, records: list[Record], *, versions: dict[str, str], nranks: int, devices: list[tuple[int, int, str]]) -> None:
+    shown = records
+    if config.repeat > 1:
+        shown = medians(records)
+        for name in config.backends:
+            mine = [r for r in shown if r.backend == name]
+            print(header(config, backend=name, version=versions[name], nranks=nranks, devices=devices), flush=True)
+            for oop, ip in zip(mine[::2], mine[1::2], strict=True):
+                print(row(oop, ip), flush=True)
+            print(_table_end(config, mine, name), flush=True)
     if len(config.backends) > 1:
-        print(comparison(records), flush=True)
+        print(comparison(shown), flush=True)
+    if config.repeat > 1:
+        print(repeat_summary(records), flush=True)
     if config.json_path:
         write_json(records, config.json_path)
     if config.plot_path:
-        plot(records, config.plot_path)
+        plot(shown, config.plot_path)
 
 
 def sweep(
@@ -113,6 +137,7 @@ def sweep(
     control: MPI.Comm,
     *,
     on_row: Callable[[Record, Record], None] | None = None,
+    repeat: int = 0,
 ) -> list[Record]:
     """Measure every size of ``config`` on ``backend``, out of place then in place; collective.
 
@@ -126,6 +151,8 @@ def sweep(
         Communicator for barriers and for combining times and error counts.
     on_row : callable, optional
         Called with the out-of-place and in-place records of each size as they complete.
+    repeat : int
+        Which sweep this is (0-based), stamped on the records and shown by the progress line.
 
     Returns
     -------
@@ -146,12 +173,13 @@ def sweep(
     itemsize = config.numpy_dtype.itemsize
     buffers = allocate(backend, layout(config.collective, sizes[-1], backend.size, itemsize), config.numpy_dtype)
     progress = config.progress and backend.rank == 0
+    label = f"{config.collective.value} {backend.name}" + (f" sweep {repeat + 1}/{config.repeat}" if config.repeat > 1 else "")
     for i, size in enumerate(sizes, start=1):
         if progress:
-            sys.stderr.write(f"\r[{config.collective.value} {backend.name}] {format_size(size)} ({i}/{len(sizes)})\x1b[K")
+            sys.stderr.write(f"\r[{label}] {format_size(size)} ({i}/{len(sizes)})\x1b[K")
             sys.stderr.flush()
         lay = layout(config.collective, size, backend.size, itemsize)
-        pair = [measure(backend, config, control, lay, buffers, inplace=inplace) for inplace in (False, True)]
+        pair = [measure(backend, config, control, lay, buffers, inplace=inplace, repeat=repeat) for inplace in (False, True)]
         logger.info("%s %s %s: %.2f us out of place, %.2f us in place", config.collective.value, backend.name, format_size(size), pair[0].time_us, pair[1].time_us)
         if progress:
             sys.stderr.write("\r\x1b[K")
@@ -179,14 +207,14 @@ def allocate(backend: Backend, lay: Layout, dtype: np.dtype) -> tuple[Any, Any]:
     return backend.empty(lay.send_count, dtype), backend.empty(lay.recv_count, dtype)
 
 
-def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layout, buffers: tuple[Any, Any], *, inplace: bool) -> Record:
+def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layout, buffers: tuple[Any, Any], *, inplace: bool, repeat: int = 0) -> Record:
     """Time ``config.iters`` back-to-back calls at one size, then validate one more; collective.
 
     The call works on the leading elements of ``buffers`` (from :func:`allocate`). Every rank
     warms up, meets at a barrier, times the calls with the wall clock and averages them; the
     per-rank averages combine as ``config.average`` says (the maximum by default). Validation
     refills the input with :func:`~synccl.bench.rank_input` data, runs once and counts
-    mismatches against the numpy reference over all ranks.
+    mismatches against the numpy reference over all ranks. The record names the sweep ``repeat``.
 
     Returns
     -------
@@ -245,6 +273,7 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
         wrong=wrong,
         registered=config.registered if synccl else None,
         algorithm=config.algorithm if synccl else None,
+        repeat=repeat,
     )
 
 

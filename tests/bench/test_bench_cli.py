@@ -49,6 +49,37 @@ def test_synccl_compared_with_gloo_and_mpi(capfd, tmp_path):
     check_sweep(out, json.loads(path.read_text()), ["synccl", "gloo", "mpi"])
 
 
+def test_repeat_interleaves_the_backends_and_prints_medians_and_a_summary(capfd, tmp_path):
+    path = tmp_path / "out.json"
+    code = main(["bench", "allreduce", "--nranks", "2", "-b", "4K", "-e", "16K", "-f", "4", "-n", "2", "-w", "1", "--repeat", "3", "--compare", "mpi", "--json", str(path)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    records = json.loads(path.read_text())
+    # Every record of every sweep, backends taking turns: sweep 0 on synccl then mpi, sweep 1 ...
+    assert [(r["repeat"], r["backend"]) for r in records[::4]] == [(i, b) for i in range(3) for b in ("synccl", "mpi")]
+    assert len(records) == 3 * 2 * 4 and all(r["wrong"] == 0 for r in records)
+    # One median table per backend, not one per sweep, then the comparison and the summary.
+    for backend in ("synccl", "mpi"):
+        assert out.count(f"# Collective test concluded: all_reduce ({backend})") == 1
+    assert out.count("# Median of 3 sweeps (backends interleaved)") == 2 and "# Comparison, busbw (GB/s)" in out
+    summary = out[out.index("# Repeat summary, 3 sweeps") :].splitlines()
+    assert summary[1] == "# ratio = other's median / synccl's median, worst = other's median / synccl's slowest sweep (> 1: synccl faster)"
+    rows = [line.split() for line in summary if line.strip() and not line.startswith("#")]
+    assert [r[0] for r in rows] == ["4096", "16384"] * 2 and all(len(r) == 1 + 4 + 6 for r in rows)
+    for size, inplace, row in zip((4096, 16384) * 2, (False, False, True, True), rows, strict=True):
+        times = {b: sorted(r["time_us"] for r in records if (r["backend"], r["size_bytes"], r["inplace"]) == (b, size, inplace)) for b in ("synccl", "mpi")}
+        cells = [float(x) for x in row[1:]]  # synccl: median min max spread; mpi: median min max spread ratio worst
+        want = [*times["synccl"][1:], times["synccl"][0], *times["mpi"][1:], times["mpi"][0]]
+        assert [cells[i] for i in (0, 2, 1, 4, 6, 5)] == pytest.approx(want, rel=0.01, abs=0.006)
+        assert cells[8:] == pytest.approx([times["mpi"][1] / times["synccl"][1], times["mpi"][1] / times["synccl"][2]], rel=0.01, abs=0.006)
+    assert len(table_rows(out)) == 2 * 2 + 2 * 2 + 4  # two median tables, the comparison, the summary
+
+
+def test_repeat_below_one_is_one_line(capsys):
+    assert main(["bench", "allreduce", "--nranks", "2", "--backends", "mpi", "--repeat", "0"]) == 2
+    assert capsys.readouterr().err == "synccl bench: error: bench: --repeat must be >= 1, got 0\n"
+
+
 def test_runs_as_ranks_of_an_existing_mpi_job(tmp_path):
     path = tmp_path / "out.json"
     command = [find_mpiexec(), "-n", "2", sys.executable, "-m", "synccl", "bench", "broadcast", "-r", "1", "-b", "1K", "-e", "1K", "-n", "1", "-w", "0", "--backends", "mpi", "-d", "int8", "--json", str(path)]
@@ -77,7 +108,11 @@ def test_missing_mpiexec_is_reported(capsys, monkeypatch, tmp_path):
 
 
 def test_synccl_backend_without_runtime_is_reported(monkeypatch):
+    def missing(name):
+        raise AttributeError(f"module 'synccl' has no attribute {name!r}")
+
     monkeypatch.delattr(synccl, "init", raising=False)
+    monkeypatch.setattr(synccl, "__getattr__", missing)  # the package would load init on first use (PEP 562)
     with pytest.raises(SyncclError, match="synccl.init"):
         check_available(("synccl", "mpi"))
 

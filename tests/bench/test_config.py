@@ -28,6 +28,7 @@ def test_collective_spellings(name):
         ({"collective": "all_reduce", "backends": ("nccl",)}, "backends"),
         ({"collective": "all_reduce", "backends": ("mpi", "mpi")}, "backends"),
         ({"collective": "all_reduce", "iters": 0}, "iters"),
+        ({"collective": "all_reduce", "repeat": 0}, r"--repeat must be >= 1, got 0"),
         ({"collective": "all_reduce", "algorithm": "bruck"}, "no algorithm 'bruck' for all_reduce"),
         ({"collective": "all_reduce", "min_bytes": 64, "max_bytes": 8}, "size_range"),
     ],

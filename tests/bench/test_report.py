@@ -1,11 +1,13 @@
 """nccl-tests' text layout, the comparison, JSON records and the plot."""
 
 import json
+import math
 import re
 
 import pytest
 
 from synccl.bench import BenchConfig, Record, comparison, float_cell, footer, header, plot, row, write_json
+from synccl.bench._report import medians, repeat_stats, repeat_summary
 
 RECORD_KEYS = {"backend", "collective", "nranks", "size_bytes", "count", "dtype", "op", "time_us", "algbw_gbps", "busbw_gbps", "wrong", "inplace"}
 
@@ -100,3 +102,74 @@ def test_readme_markdown_has_sweep_and_large_tables():
     assert table[0].count("|") == 8 and "synccl, registered / MPI" in table[0] and "synccl, registered / gloo" in table[0]
     assert [ln.split(" | ")[0] for ln in table] == ["| size", "| 4KiB", "| 16KiB", "| collective", "| all_gather"]
     assert table[1].endswith("| 1.00× | 1.00× |")
+
+
+def test_repeat_stats_median_min_max_spread():
+    stats = repeat_stats({"synccl": [30.0, 10.0, 20.0, 40.0]})["synccl"]  # even count: mean of the middle two
+    assert (stats.median_us, stats.min_us, stats.max_us, stats.spread, stats.ratio, stats.worst_ratio) == (25.0, 10.0, 40.0, 4.0, None, None)
+    single = repeat_stats({"mpi": [7.0]})["mpi"]
+    assert (single.median_us, single.min_us, single.max_us, single.spread) == (7.0, 7.0, 7.0, 1.0)
+
+
+def test_repeat_stats_ratios_are_above_one_when_the_first_backend_is_faster():
+    stats = repeat_stats({"synccl": [10.0, 11.0, 30.0], "gloo": [100.0, 110.0, 120.0], "mpi": [9.0, 12.0, 15.0]})
+    assert list(stats) == ["synccl", "gloo", "mpi"]
+    assert stats["gloo"].ratio == 10.0 and stats["gloo"].worst_ratio == pytest.approx(110.0 / 30.0)
+    # By median synccl is slightly ahead of mpi; its worst sweep (30 us) is far behind mpi's median.
+    assert stats["mpi"].ratio == pytest.approx(12.0 / 11.0) and stats["mpi"].worst_ratio == pytest.approx(0.4)
+    assert repeat_stats({"a": [0.0], "b": [1.0]})["b"].ratio == math.inf
+
+
+@pytest.mark.parametrize("times", [{}, {"synccl": [1.0], "mpi": []}])
+def test_repeat_stats_needs_times(times):
+    with pytest.raises(ValueError, match="repeat_stats: need at least one time per backend"):
+        repeat_stats(times)
+
+
+def sweeps(times, sizes=(4096, 8192)):
+    """Records of ``len(times[b])`` interleaved sweeps: sweep, backend, size, mode; times scale with size."""
+    return [
+        record(b, size=s, inplace=ip, time_us=t * s / 4096, repeat=i, wrong=i if b == "mpi" else 0)
+        for i in range(len(next(iter(times.values()))))
+        for b, ts in times.items()
+        for s in sizes
+        for ip in (False, True)
+        for t in [ts[i]]
+    ]
+
+
+def test_medians_keep_the_first_sweeps_order_and_recompute_bandwidth():
+    recs = sweeps({"synccl": [10.0, 30.0, 20.0], "mpi": [40.0, 20.0, 25.0]})
+    med = medians(recs)
+    assert [(m.backend, m.size_bytes, m.inplace) for m in med] == [(r.backend, r.size_bytes, r.inplace) for r in recs if r.repeat == 0]
+    assert [m.time_us for m in med] == [20.0, 20.0, 40.0, 40.0, 25.0, 25.0, 50.0, 50.0]
+    assert all(m.repeat is None and m.busbw_gbps == pytest.approx(m.size_bytes / m.time_us / 1e3) for m in med)  # all_reduce on 2 ranks: busbw = algbw
+    assert [m.wrong for m in med] == [0, 0, 0, 0, 2, 2, 2, 2]  # the worst sweep's count
+
+
+def test_repeat_summary_has_each_backends_median_min_max_and_the_ratios():
+    lines = repeat_summary(sweeps({"synccl": [10.0, 30.0, 20.0], "gloo": [100.0, 80.0, 90.0], "mpi": [40.0, 20.0, 25.0]})).splitlines()
+    assert lines[1].startswith("# Repeat summary, 3 sweeps: time per call (us), median, min and max")
+    assert lines[2] == "# ratio = other's median / synccl's median, worst = other's median / synccl's slowest sweep (> 1: synccl faster)"
+    assert [ln for ln in lines if ln in ("# out-of-place", "# in-place")] == ["# out-of-place", "# in-place"]
+    heads = [ln.split()[1:] for ln in lines if ln.startswith("#       size")]
+    assert heads[0] == ["size", *["median", "min", "max", "spread"], *["median", "min", "max", "spread", "ratio", "worst"] * 2] and len(heads) == 2
+    assert all(f"- {b} -" in lines[5] for b in ("synccl", "gloo", "mpi"))  # a span over each backend's columns
+    data = [[float(x) for x in ln.split()] for ln in lines if not ln.startswith("#")]
+    assert len(data) == 4
+    size, *cells = data[0]
+    assert size == 4096 and cells == [20.0, 10.0, 30.0, 3.0, 90.0, 80.0, 100.0, 1.25, 4.5, 3.0, 25.0, 20.0, 40.0, 2.0, 1.25, pytest.approx(0.83, abs=0.005)]
+
+
+def test_repeat_summary_of_one_backend_has_no_ratios():
+    lines = repeat_summary(sweeps({"synccl": [10.0, 12.0]})).splitlines()
+    assert "2 sweeps" in lines[1] and not any("ratio" in ln for ln in lines)
+    assert [ln.split()[1:] for ln in lines if ln.startswith("#       size")][0] == ["size", "median", "min", "max", "spread"]
+
+
+def test_header_of_a_median_table_says_so():
+    config = BenchConfig("all_reduce", min_bytes=4096, max_bytes=4096, repeat=5)
+    text = header(config, backend="mpi", version="MPICH", nranks=2, devices=[(0, 1, "a"), (1, 2, "a")])
+    assert "# Median of 5 sweeps (backends interleaved): time is each size's median" in text
+    assert "Median" not in header(BenchConfig("all_reduce"), backend="mpi", version="MPICH", nranks=1, devices=[(0, 1, "a")])
+
