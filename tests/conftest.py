@@ -17,6 +17,9 @@ from synccl.collectives import Collective, Program, expected_outputs, verify
 from synccl.runtime import run_reference
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: The MSCCL XML corpus: $SYNCCL_MSCCL_CORPUS, else ../shared/msccl-xml beside the repository
+#: (tests/interop/test_corpus.py and test_fuzz.py, which need it at import time, read it the same way).
+MSCCL_CORPUS = Path(os.environ.get("SYNCCL_MSCCL_CORPUS") or SHARED / "msccl-xml")
 
 
 def _input_size(program: Program, base: int) -> int:
@@ -50,6 +53,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder {SHARED} is absent")
     return SHARED
+
+
+@pytest.fixture
+def msccl_corpus() -> Path:
+    """The MSCCL XML corpus folder (skips when absent)."""
+    if not (MSCCL_CORPUS / "MANIFEST.tsv").is_file():
+        pytest.skip(f"the MSCCL XML corpus is absent: no {MSCCL_CORPUS / 'MANIFEST.tsv'}; set SYNCCL_MSCCL_CORPUS to its folder")
+    return MSCCL_CORPUS
 
 
 # -- real multi-process jobs, launched the ways users launch them ---------------------------------

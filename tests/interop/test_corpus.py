@@ -2,18 +2,26 @@
 for exactly the known reason; every accepted file then runs on the runtime with correct numbers.
 
 One mpiexec job per rank count runs all accepted files of that count (tests/interop/_run_corpus.py).
+The corpus is $SYNCCL_MSCCL_CORPUS, else ../shared/msccl-xml beside the repository; without it the
+tests skip, and ``python tests/interop/test_corpus.py`` (which prints the README's table) says so.
 """
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from synccl._xml_run import lanes_needed
-from synccl.collectives import XmlError, load_msccl_xml
+from synccl.collectives import XmlError, library, load_msccl_xml, save_msccl_xml
 from synccl.exceptions import VerificationError
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "msccl-xml"
+# As tests/conftest.py MSCCL_CORPUS (needed here at import time and when run as a script).
+CORPUS = Path(os.environ.get("SYNCCL_MSCCL_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "msccl-xml")
+#: Why the corpus cannot be used, or None.
+MISSING = None if (CORPUS / "MANIFEST.tsv").is_file() else f"the MSCCL XML corpus is absent: no {CORPUS / 'MANIFEST.tsv'}; set SYNCCL_MSCCL_CORPUS to its folder"
 WORKER = Path(__file__).with_name("_run_corpus.py")
 
 #: Files that are genuinely wrong for what they claim, with the importer's reason (class, fragment).
@@ -37,10 +45,9 @@ COLLECTIVES = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescat
 
 def manifest() -> list[dict[str, str]]:
     """MANIFEST.tsv's rows (none when the corpus is absent; the tests then skip)."""
-    path = CORPUS / "MANIFEST.tsv"
-    if not path.is_file():
+    if MISSING:
         return []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(CORPUS / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
@@ -61,10 +68,8 @@ def readme_table() -> str:
 
 
 @pytest.mark.parametrize("row", ROWS or [pytest.param(None, id="no-corpus")], ids=lambda r: r["file"] if r else "no-corpus")
-def test_file_imports_and_verifies_or_is_rejected_for_the_known_reason(row, shared_dir):
-    if row is None:
-        pytest.skip("MANIFEST.tsv is absent")
-    path = shared_dir / "msccl-xml" / row["file"]
+def test_file_imports_and_verifies_or_is_rejected_for_the_known_reason(row, msccl_corpus):
+    path = msccl_corpus / row["file"]
     expected = EXPECTED_REJECTIONS.get(row["file"])
     if expected is None:
         program = load_msccl_xml(path)
@@ -77,7 +82,7 @@ def test_file_imports_and_verifies_or_is_rejected_for_the_known_reason(row, shar
         assert type(info.value) is cls and fragment in str(info.value), str(info.value)
 
 
-def test_every_expected_rejection_is_in_the_corpus(shared_dir):
+def test_every_expected_rejection_is_in_the_corpus(msccl_corpus):
     assert set(EXPECTED_REJECTIONS) <= {row["file"] for row in ROWS}
 
 
@@ -87,13 +92,13 @@ def _slow_selected(config: pytest.Config) -> bool:
 
 
 @pytest.mark.parametrize("nranks", [2, 4, 8, 16, pytest.param(32, marks=pytest.mark.slow)])
-def test_accepted_files_run_with_correct_numbers(nranks, request, shared_dir, jobs, no_leftover_segments):
+def test_accepted_files_run_with_correct_numbers(nranks, request, msccl_corpus, jobs, no_leftover_segments):
     if nranks == 32 and not _slow_selected(request.config):
         pytest.skip("32 oversubscribed ranks on 2 cores take ~80 s (one 256-chunk allpairs allreduce); select with -m slow")
     rows = [row for row in ROWS if int(row["ranks"]) == nranks and row["file"] not in EXPECTED_REJECTIONS]
     if not rows:
         pytest.skip(f"no accepted corpus file for {nranks} ranks")
-    paths = [shared_dir / "msccl-xml" / row["file"] for row in rows]
+    paths = [msccl_corpus / row["file"] for row in rows]
     lanes = max([8] + [lanes_needed(load_msccl_xml(p)) for p in paths])
     proc = jobs.mpiexec(nranks, WORKER, *map(str, paths), env={"SYNCCL_MAX_LANES": str(lanes)}, timeout=300)
     assert proc.returncode == 0 and "FAIL" not in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -102,5 +107,26 @@ def test_accepted_files_run_with_correct_numbers(nranks, request, shared_dir, jo
         assert proc.stdout.count(f"OK {row['file']} ") == 2, row["file"]
 
 
+def _as_script(corpus: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SYNCCL_MSCCL_CORPUS": str(corpus)}
+    return subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_as_a_script_it_says_why_there_is_no_table(tmp_path):
+    done = _as_script(tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"the MSCCL XML corpus is absent: no {tmp_path / 'MANIFEST.tsv'}; set SYNCCL_MSCCL_CORPUS to its folder" in done.stderr
+
+
+def test_as_a_script_it_reads_the_corpus_the_variable_names(tmp_path):
+    save_msccl_xml(library.build("ring", "all_gather", 2), tmp_path / "ring.xml")
+    (tmp_path / "MANIFEST.tsv").write_text("file\tcollective\tranks\tcommand\tnotes\nring.xml\tallgather\t2\tsynccl\t-\n")
+    done = _as_script(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| `ring.xml` | 2 | accepted: all_gather n=2 c=1 out-of-place, runs correctly |" in done.stdout
+
+
 if __name__ == "__main__":
+    if MISSING:
+        sys.exit(f"{sys.argv[0]}: {MISSING}")
     print(readme_table())

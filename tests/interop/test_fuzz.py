@@ -1,6 +1,7 @@
 """Mutated MSCCL XML: the importer returns a verified Program or raises a SyncclError -- nothing else, and never hangs."""
 
 import copy
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 from synccl.collectives import Program, from_msccl_xml, library, to_msccl_xml, verify
 from synccl.exceptions import SyncclError
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "msccl-xml"
+# As tests/conftest.py MSCCL_CORPUS (needed here at import time): $SYNCCL_MSCCL_CORPUS, else ../shared/msccl-xml.
+CORPUS = Path(os.environ.get("SYNCCL_MSCCL_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "msccl-xml")
 CORPUS_FILES = ["allgather_ring_2r_1ch_1i_LL.xml", "allreduce_simple_ring_4r_1i_Simple.xml", "sccl_broadcast_dgx1_8r_root0_s2.xml", "alltoall_allpairs_4r_2i_LL.xml"]
 
 

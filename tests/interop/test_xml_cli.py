@@ -14,7 +14,6 @@ from synccl.collectives import Collective, library, load_msccl_xml, save_msccl_x
 from synccl.collectives._msccl_xml import MAX_XML_BYTES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ring_allgather.py"
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "msccl-xml"
 
 TWO_PROGRAMS = """
 from synccl.collectives import Buffer, CollectiveSpec, chunk, program
@@ -71,8 +70,8 @@ def test_verify_xml_ok_and_malformed(capfd, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "bad.xml: <gpu id='0'> <tb id=" in err and "attribute 'type' = 'rrx' is not an MSCCL step type" in err
 
 
-def test_verify_xml_lists_violations_of_a_rejected_file(capfd, shared_dir):
-    code, out, _ = run(capfd, "verify", shared_dir / "msccl-xml" / "sccl_reducescatter_dgx1_8r_s2r3c2.xml")
+def test_verify_xml_lists_violations_of_a_rejected_file(capfd, msccl_corpus):
+    code, out, _ = run(capfd, "verify", msccl_corpus / "sccl_reducescatter_dgx1_8r_s2r3c2.xml")
     assert code == 1 and "reduce_scatter n=8 c=2 out-of-place: FAILED (55 violation(s))" in out
     assert "recv_reduce_copy writes input[1:2] but an out-of-place collective must leave its input buffer unchanged" in out
 
@@ -96,8 +95,8 @@ def test_run_refuses_bad_input_without_launching(capfd, tmp_path):
     assert code == 2 and "missing.xml: cannot read" in err
 
 
-def test_run_refuses_a_rejected_file(capfd, shared_dir):
-    code, _, err = run(capfd, "run", shared_dir / "msccl-xml" / "sccl_allgather_dgx1_8r_s3r4c3_2inst.xml")
+def test_run_refuses_a_rejected_file(capfd, msccl_corpus):
+    code, _, err = run(capfd, "run", msccl_corpus / "sccl_allgather_dgx1_8r_s3r4c3_2inst.xml")
     assert code == 2 and "is rejected: verify " in err and "reduces uninitialized data" in err
 
 
