@@ -8,9 +8,10 @@ root ``(a, g)`` (host ``a``, local index ``g``) is
 
 The host-level packing is the exact LP of :mod:`synccl.synth._tree_lp` on host 0 (rooted at
 every local rank), split into whole chunks; each root's chunks follow that split in every host.
-With rail-optimized fabrics every network link then carries ``hosts - 1`` units per direction,
-which is what the cut around one host demands, so the stars cost nothing over the optimum as
-long as the hosts' internal links are not the bottleneck. Nothing here assumes that: the
+On rail-only fabrics (``multinode(..., fabric='rail')``, as ``dgx-a100:N`` builds them) every
+network link then carries ``hosts - 1`` units per direction, which is what the cut around one
+host demands, so the stars cost nothing over the optimum as long as the hosts' internal links
+are not the bottleneck. Nothing here assumes that: the
 result's time is computed exactly from its loads on the real topology and certified against
 the cut bound like any other packing. In-trees are the same trees with edges reversed.
 """
