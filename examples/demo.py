@@ -50,7 +50,9 @@ def main() -> None:
 
     custom = nvlink_ring_allreduce([0, 1, 5, 4, 7, 6, 2, 3])
     report = verify(custom)
-    xml = Path(tempfile.gettempdir()) / "dgx1_nvlink_ring.xml"
+    # A folder of this run's own: two demos at once must not overwrite each other's files while ranks read them.
+    workdir = Path(tempfile.mkdtemp(prefix="synccl-demo-"))
+    xml = workdir / "dgx1_nvlink_ring.xml"
     save_msccl_xml(custom, xml)
     back = load_msccl_xml(xml)
     print(f"2. Wrote {custom.name!r} in the DSL: verified ({report.instructions} instructions, {report.messages} messages, no races, no deadlock)")
@@ -58,7 +60,7 @@ def main() -> None:
 
     packing = pack_trees("all_reduce", topo)
     synthesized = packing.to_program()
-    trees_xml = Path(tempfile.gettempdir()) / "dgx1_trees_allreduce.xml"
+    trees_xml = workdir / "dgx1_trees_allreduce.xml"
     save_msccl_xml(packing.to_program(pipeline=1), trees_xml)
     print(f"   Synthesized allreduce by tree packing in {packing.seconds:.2f} s: {packing.certificate.describe()}")
     print(f"   ({sum(len(p.trees) for p in packing.phases)} trees, {packing.chunks_per_root} chunks per shard; verified; XML {trees_xml})\n")
