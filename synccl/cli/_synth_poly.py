@@ -8,6 +8,7 @@ blocks, so skewed traffic gets no Program).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from synccl._files import read_limited
 from synccl.cli._format import print_json, table
 from synccl.collectives import Collective, Program, XmlError, to_msccl_xml
 from synccl.exceptions import CollectiveError
@@ -30,6 +32,8 @@ __all__ = ["run_polynomial", "SIM_SIZES", "SIM_RANKS"]
 
 #: Message sizes at which synthesized Programs are simulated.
 SIM_SIZES = (1 << 10, 1 << 20, 64 << 20)
+#: The largest ``--traffic`` file read (a 1024 x 1024 float64 matrix is 8 MiB).
+MAX_TRAFFIC_BYTES = 64 << 20
 #: Programs of more ranks are not lowered or simulated unless written out or installed.
 SIM_RANKS = 64
 
@@ -120,8 +124,11 @@ def _traffic(path: str | None) -> np.ndarray | None:
     """A traffic matrix from ``.npy`` or whitespace/comma-separated text (None: uniform all-to-all)."""
     if path is None:
         return None
+    data = read_limited(path, limit=MAX_TRAFFIC_BYTES, what="traffic matrix", error=CollectiveError)
     try:
-        return np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter="," if path.endswith(".csv") else None, ndmin=2)
+        if path.endswith(".npy"):
+            return np.load(io.BytesIO(data))
+        return np.loadtxt(io.StringIO(data.decode("utf-8")), delimiter="," if path.endswith(".csv") else None, ndmin=2)
     except (OSError, ValueError) as err:
         raise CollectiveError(f"synth: cannot read traffic matrix {path!r}: {err}") from None
 

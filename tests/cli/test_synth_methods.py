@@ -87,7 +87,8 @@ def test_flow_uniform_and_skewed(capfd, tmp_path):
         (["synth", "all_to_all", "--topology", "ring:4", "--method", "trees"], "--method trees synthesizes"),
         (["synth", "all_gather", "--topology", "ring:4", "--traffic", "x.npy"], "--traffic is for all_to_all"),
         (["synth", "all_gather", "--topology", "ring:4", "--method", "trees", "--steps", "2"], "SMT options, not for --method trees"),
-        (["synth", "all_to_all", "--topology", "ring:4", "--traffic", "missing.npy"], "cannot read traffic matrix 'missing.npy'"),
+        (["synth", "all_to_all", "--topology", "ring:4", "--traffic", "missing.npy"], "missing.npy: cannot read traffic matrix file: No such file"),
+        (["synth", "all_to_all", "--topology", "ring:4", "--traffic", "/dev/zero"], "/dev/zero is larger than the 64MiB limit of traffic matrix files"),
     ],
 )
 def test_bad_requests_are_one_line_errors(capfd, argv, message):
