@@ -1,9 +1,11 @@
 """Start local ranks under mpiexec: the one place that finds the launcher and builds its command line.
 
 ``synccl run`` and ``synccl bench --nranks`` both start ``python -m <module>`` on N ranks of this
-machine through :func:`run_ranks`. The ranks are local by construction, so mpiexec is told so
-(``-launcher fork``: no host lookup, never ssh), and its standard input is ``/dev/null``: the
-ranks read none, and hydra would otherwise forward the caller's terminal or pipe to rank 0.
+machine through :func:`run_ranks`. mpiexec's standard input is ``/dev/null``: the ranks read
+none, and mpiexec would otherwise poll the caller's terminal or pipe and forward it to rank 0.
+The ranks are local by construction, so MPICH's hydra is told so (``-launcher fork``: it forks
+its proxy without deciding from the host name whether to use ssh); another MPI's mpiexec (Open
+MPI's, found on ``PATH``) gets no such option.
 """
 
 from __future__ import annotations
@@ -66,7 +68,15 @@ def mpiexec_command(nranks: int, module: str, *args: str, purpose: str = "starti
     """
     if nranks < 1:
         raise ValueError(f"{purpose}: the rank count must be >= 1, got {nranks!r}")
-    return [find_mpiexec(purpose), "-launcher", "fork", "-n", str(nranks), sys.executable, "-m", module, *args]
+    mpiexec = find_mpiexec(purpose)
+    local = ["-launcher", "fork"] if _is_hydra(mpiexec) else []
+    return [mpiexec, *local, "-n", str(nranks), sys.executable, "-m", module, *args]
+
+
+def _is_hydra(mpiexec: str) -> bool:
+    """Whether ``mpiexec`` is MPICH's hydra (its proxy lies beside it), which takes ``-launcher``."""
+    real = Path(mpiexec).resolve()
+    return "hydra" in real.name or (real.parent / "hydra_pmi_proxy").is_file()
 
 
 def run_ranks(
