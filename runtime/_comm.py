@@ -10,12 +10,13 @@ calls leave the input untouched; in-place calls follow NCCL: ``allreduce(x)`` ov
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
-import struct
+import operator
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,12 +25,14 @@ from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
 from synccl.collectives._oracle import BITWISE_OPS
 from synccl.exceptions import CommError, SyncclError
 from synccl.runtime import _p2p as p2p
-from synccl.runtime._buffers import as_array, dtype_code, is_torch
+from synccl.runtime._buffers import as_array, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
 from synccl.runtime._executor import Waiter, execute, prepare
+from synccl.runtime._fingerprint import Fingerprint, call_fingerprint, signature
+from synccl.runtime._log import enable_debug_log
 from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
-from synccl.runtime._selection import build_program, choose, load_xml, registry_version
+from synccl.runtime._selection import Selection, build_program, load_xml, registry_version, select
 from synccl.runtime._world import World
 from synccl.topologies import get_topology
 
@@ -48,8 +51,28 @@ LEND_MIN_BYTES = 64 << 10
 
 #: Pass as ``sendbuf`` of :meth:`Communicator.allgather` when each rank's share already sits in ``recvbuf``.
 IN_PLACE = _InPlace()
-_OPS = tuple(REDUCE_OPS)
-_COLLECTIVES = tuple(Collective)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _collective_call(method: _F) -> _F:
+    """Make a refused call visible to the peers.
+
+    A call whose arguments this rank rejects raises here and leaves the communicator usable (as
+    NCCL and gloo do), but peers already in the call would wait for this rank until their
+    timeout: the refusal is posted on this rank's board, which they watch. (Failures during the
+    call itself are recorded by :meth:`Communicator._launch` and end the communicator.)
+    """
+
+    @functools.wraps(method)
+    def call(self: Communicator, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except CommError as err:
+            if self.world.broken is None and not self._closed:
+                self.world.refuse(self._seq + 1, str(err))
+            raise
+
+    return call  # type: ignore[return-value]
 
 
 def init(*, rendezvous: Rendezvous | None = None, **settings: Any) -> Communicator:
@@ -82,7 +105,14 @@ class Communicator:
         self.rank = self.world.rank
         self.size = self.world.size
         self._seq = 0
+        self._closed = False
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()  # prepared calls by buffers and arguments
+        self._pinned_bytes = 0  # user memory the prepared calls keep alive
+        self._spares: dict[tuple[int, np.dtype], np.ndarray] = {}  # receive buffers of non-roots
+        self._announced: set[tuple] = set()  # selections already logged
+        if config.debug:
+            enable_debug_log(config.debug, self.rank)
+        log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
         if config.topology:
             self._load_installed(config.topology)
 
@@ -109,11 +139,20 @@ class Communicator:
         return self.world.local_size
 
     def close(self) -> None:
-        """Release connections; registered buffers stay valid until the process exits."""
+        """Release connections; registered buffers stay valid until the process exits.
+
+        Peers still waiting for this rank in a call raise :class:`CommError`; later calls on this
+        communicator raise too.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self._calls.clear()
+        self._pinned_bytes = 0
         self.world.close()
 
     # -- registered memory -----------------------------------------------------------------
+    @_collective_call
     def empty(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """Collectively allocate an array in registered shared memory (zero-copy transfers).
 
@@ -126,12 +165,14 @@ class Communicator:
         (2, 3)
         >>> comm.close()
         """
+        self._check_usable("empty")
         dt = np.dtype(dtype)
         count = int(np.prod(shape))
         raw = self.world.register(count * dt.itemsize)
         return raw.view(dt).reshape(shape)
 
     # -- collectives -------------------------------------------------------------------------
+    @_collective_call
     def allreduce(self, sendbuf: Any, recvbuf: Any = None, *, op: str = "sum", algorithm: str | None = None) -> Any:
         """Reduce ``sendbuf`` over all ranks into ``recvbuf`` (or in place) and return the result.
 
@@ -148,6 +189,7 @@ class Communicator:
             self._run(Collective.ALL_REDUCE, send, recv, share=send.size, op=op, algorithm=algorithm, key=key, objects=(sendbuf, recvbuf))
         return sendbuf if recvbuf is None else recvbuf
 
+    @_collective_call
     def allgather(self, sendbuf: Any, recvbuf: Any, *, algorithm: str | None = None) -> Any:
         """Gather every rank's ``sendbuf`` into ``recvbuf`` (``size`` times larger) on every rank."""
         recv = as_array(recvbuf, name="recvbuf", op="allgather", writable=True)
@@ -160,6 +202,7 @@ class Communicator:
         self._run(Collective.ALL_GATHER, send, recv, share=share, algorithm=algorithm)
         return recvbuf
 
+    @_collective_call
     def reduce_scatter(self, sendbuf: Any, recvbuf: Any = None, *, op: str = "sum", algorithm: str | None = None) -> Any:
         """Reduce ``sendbuf`` (``size`` shares) over all ranks; rank r gets share r in ``recvbuf``.
 
@@ -175,6 +218,7 @@ class Communicator:
         self._run(Collective.REDUCE_SCATTER, send, recv, share=share, op=op, algorithm=algorithm)
         return recvbuf
 
+    @_collective_call
     def alltoall(self, sendbuf: Any, recvbuf: Any = None, *, algorithm: str | None = None) -> Any:
         """Send share j of ``sendbuf`` to rank j; receive rank i's share into share i of ``recvbuf``."""
         send = as_array(sendbuf, name="sendbuf", op="alltoall", writable=recvbuf is None)
@@ -183,6 +227,7 @@ class Communicator:
         self._run(Collective.ALL_TO_ALL, send, recv, share=self._share("alltoall", send.size), algorithm=algorithm)
         return sendbuf if recvbuf is None else recvbuf
 
+    @_collective_call
     def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int]) -> Any:
         """All-to-all with uneven counts: ``send_counts[j]`` elements go to rank j, packed in rank order."""
         send = as_array(sendbuf, name="sendbuf", op="alltoallv", writable=False)
@@ -200,32 +245,36 @@ class Communicator:
         if call is None:
             program = build_program(Collective.ALL_TO_ALL, "pairwise", self.size, False, None, self.local_size, ())
             layout = CountsLayout(self.rank, counts[0], counts[1])
-            call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label="alltoallv", count=0, extra=None)
+            fingerprint = call_fingerprint(None, None, send.dtype, None, None, False, program.name)  # counts differ by rank
+            call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label="alltoallv", fingerprint=fingerprint)
             self._remember(key, call)
         self._launch(call)
         return recvbuf
 
+    @_collective_call
     def broadcast(self, buf: Any, *, root: int = 0, recvbuf: Any = None, algorithm: str | None = None) -> Any:
         """Copy the root's ``buf`` to every rank's ``buf`` (or ``recvbuf``)."""
-        self._root("broadcast", root)
+        root = self._root("broadcast", root)
         send = as_array(buf, name="buf", op="broadcast", writable=recvbuf is None)
         recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="broadcast", writable=True)
         self._same_shape("broadcast", send, recv)
         self._run(Collective.BROADCAST, send, recv, share=send.size, root=root, algorithm=algorithm)
         return buf if recvbuf is None else recvbuf
 
+    @_collective_call
     def reduce(self, sendbuf: Any, recvbuf: Any = None, *, root: int = 0, op: str = "sum", algorithm: str | None = None) -> Any:
         """Reduce every rank's ``sendbuf`` into the root's ``recvbuf`` (or its ``sendbuf``)."""
-        self._root("reduce", root)
+        root = self._root("reduce", root)
         send = as_array(sendbuf, name="sendbuf", op="reduce", writable=recvbuf is None and self.rank == root)
         recv = send if recvbuf is None else as_array(recvbuf, name="recvbuf", op="reduce", writable=True)
         self._same_shape("reduce", send, recv)
         self._run(Collective.REDUCE, send, recv, share=send.size, root=root, op=op, algorithm=algorithm)
         return sendbuf if recvbuf is None else recvbuf
 
+    @_collective_call
     def gather(self, sendbuf: Any, recvbuf: Any = None, *, root: int = 0, algorithm: str | None = None) -> Any:
         """Collect every rank's ``sendbuf`` into the root's ``recvbuf`` (``size`` shares)."""
-        self._root("gather", root)
+        root = self._root("gather", root)
         send = as_array(sendbuf, name="sendbuf", op="gather", writable=False)
         if self.rank == root:
             if recvbuf is None:
@@ -233,39 +282,68 @@ class Communicator:
             recv = as_array(recvbuf, name="recvbuf", op="gather", writable=True)
             self._expect("gather", "recvbuf", recv, send.size * self.size, send.dtype)
         else:
-            recv = np.empty(send.size * self.size, dtype=send.dtype)  # never touched off the root
+            recv = self._spare(send.size * self.size, send.dtype)  # never touched off the root
         self._run(Collective.GATHER, send, recv, share=send.size, root=root, algorithm=algorithm)
         return recvbuf
 
+    @_collective_call
     def scatter(self, sendbuf: Any, recvbuf: Any, *, root: int = 0, algorithm: str | None = None) -> Any:
         """Send share r of the root's ``sendbuf`` to rank r's ``recvbuf``."""
-        self._root("scatter", root)
+        root = self._root("scatter", root)
         recv = as_array(recvbuf, name="recvbuf", op="scatter", writable=True)
         if self.rank == root:
             send = as_array(sendbuf, name="sendbuf", op="scatter", writable=False)
             self._expect("scatter", "sendbuf", send, recv.size * self.size, recv.dtype)
         else:
-            send = np.empty(recv.size * self.size, dtype=recv.dtype)  # never read off the root
+            send = self._spare(recv.size * self.size, recv.dtype)  # never read off the root
         self._run(Collective.SCATTER, send, recv, share=recv.size, root=root, algorithm=algorithm)
         return recvbuf
 
+    @_collective_call
     def send(self, buf: Any, dst: int) -> None:
         """Send ``buf`` to rank ``dst`` (which must call :meth:`recv` with a buffer of the same size)."""
+        self._check_usable("send")
         p2p.send(self.world, as_array(buf, name="buf", op="send", writable=False), dst, timeout_s=self.config.timeout_s)
 
+    @_collective_call
     def recv(self, buf: Any, src: int) -> Any:
         """Receive from rank ``src`` into ``buf`` and return it."""
+        self._check_usable("recv")
         p2p.recv(self.world, as_array(buf, name="buf", op="recv", writable=True), src, timeout_s=self.config.timeout_s)
         return buf
 
+    @_collective_call
     def barrier(self) -> None:
         """Return once every rank has entered the barrier."""
         self.allreduce(np.zeros(1, dtype=np.int8), algorithm="one_shot" if self.world.nnodes == 1 else None)
 
     # -- machinery -------------------------------------------------------------------------------
-    def _root(self, op: str, root: int) -> None:
-        if not isinstance(root, int) or not 0 <= root < self.size:
-            raise CommError(f"{op}: root must be a rank in 0..{self.size - 1}, got {root!r}", rank=self.rank, op=op)
+    def _check_usable(self, op: str) -> None:
+        if self._closed:
+            raise CommError(f"{op}: the communicator is closed", rank=self.rank, op=op)
+        if self.world.broken is not None:
+            raise CommError(f"{op}: the communicator is unusable after an earlier failure ({self.world.broken})", rank=self.rank, op=op)
+
+    def _root(self, op: str, root: Any) -> int:
+        """``root`` as a rank number: any integer type, but not a bool."""
+        try:
+            if isinstance(root, bool | np.bool_):
+                raise TypeError
+            value = operator.index(root)
+        except TypeError:
+            raise CommError(f"{op}: root must be an integer rank, got {root!r} of type {type(root).__name__}", rank=self.rank, op=op) from None
+        if not 0 <= value < self.size:
+            raise CommError(f"{op}: root must be a rank in 0..{self.size - 1}, got {value}", rank=self.rank, op=op)
+        return value
+
+    def _spare(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A scratch array of ``count`` elements, reused across calls (kept per dtype)."""
+        key = (count, np.dtype(dtype))
+        spare = self._spares.get(key)
+        if spare is None:
+            self._spares = {k: v for k, v in self._spares.items() if k[1] != key[1]}
+            spare = self._spares[key] = np.empty(count, dtype=dtype)
+        return spare
 
     def _share(self, op: str, total: int) -> int:
         if total % self.size:
@@ -280,13 +358,10 @@ class Communicator:
         if arr.size != size or arr.dtype != dtype:
             raise CommError(f"{op}: {name} must hold {size} x {dtype}, got {arr.size} x {arr.dtype}", rank=self.rank, op=op)
 
-    def _repeat(self, key: tuple, *objects: Any) -> bool:
+    def _repeat(self, key: tuple, sendbuf: Any, recvbuf: Any) -> bool:
         """Run a call prepared earlier for these very buffer objects; False if there is none."""
         call = self._calls.get(key)
-        if call is None:
-            return False
-        known = call.objects
-        if len(known) != len(objects) or any(a is not b for a, b in zip(known, objects)):  # noqa: B905 - lengths checked
+        if call is None or call.objects[0] is not sendbuf or call.objects[1] is not recvbuf:
             return False
         self._launch(call)
         return True
@@ -329,25 +404,36 @@ class Communicator:
         inplace = _same_memory(send, recv)
         nbytes = max(send.nbytes, recv.nbytes)
         try:
-            program = choose(collective, nbytes, nranks=self.size, inplace=inplace, root=root, local_size=self.local_size, algorithm=algorithm, override=self.config.algorithm)
+            selection = select(collective, nbytes, nranks=self.size, inplace=inplace, root=root, local_size=self.local_size, algorithm=algorithm, override=self.config.algorithm)
         except SyncclError as err:
             raise CommError(f"{label}: {err}", rank=self.rank, op=label) from None
+        self._announce(selection, inplace)
+        program = selection.program
         average = None
         if op == "avg" and collective.is_combining and (collective is not Collective.REDUCE or self.rank == root):
             # The reduction runs as a sum; the result is divided where it lands.
             average = recv[self.rank * share : (self.rank + 1) * share] if collective is Collective.REDUCE_SCATTER and inplace else recv
         layout = ShareLayout(share, program.spec.chunk_factor)
-        return self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op=op, label=label, count=share, extra=(root, inplace, program.name), average=average)
+        fingerprint = call_fingerprint(collective, share, send.dtype, op if collective.is_combining else None, root, inplace, program.name)
+        return self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op=op, label=label, fingerprint=fingerprint, average=average)
 
-    def _compile(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], *, op: str, label: str, count: int, extra: object, average: np.ndarray | None = None) -> _Call:
+    def _announce(self, selection: Selection, inplace: bool) -> None:
+        """Log each distinct choice of Program once (``SYNCCL_DEBUG=INFO``)."""
+        key = (selection.program.collective, selection.min_bytes, selection.max_bytes, selection.program.name, inplace)
+        if key not in self._announced:
+            self._announced.add(key)
+            log.info("%s", selection.describe(inplace=inplace, engine="python"))
+
+    def _compile(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], *, op: str, label: str, fingerprint: Fingerprint, average: np.ndarray | None = None) -> _Call:
         dtype = buffers[Buffer.INPUT].dtype
-        registered = (self.world.locate(buffers[Buffer.INPUT]) is not None, self.world.locate(buffers[Buffer.OUTPUT]) is not None)
+        located = [self.world.locate(buffers[b]) for b in (Buffer.INPUT, Buffer.OUTPUT)]
+        registered = (located[0] is not None, located[1] is not None)
         largest = layout.largest_chunk()
         if isinstance(layout, CountsLayout):  # ranks must agree on the tiling; counts differ per rank
             largest = int(self.allreduce(np.array([largest], dtype=np.int64), op="max")[0])
         tiles = tile_count(program, largest, dtype.itemsize, self.config.slice_bytes)
         check_capacity(program, self.config.slots)
-        lanes = 1 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
+        lanes = program.nlanes
         if lanes > self.world.p2p_lane:
             raise CommError(f"{program.name}: uses {lanes} lanes but SYNCCL_MAX_LANES={self.config.max_lanes} leaves {self.world.p2p_lane} for collectives", rank=self.rank, op=label)
         plan = compile_plan(program, self.rank, layout, buffers, tiles=tiles, registered=registered)
@@ -362,25 +448,42 @@ class Communicator:
         # Lent data costs a round trip at the end of the call (peers must have read it): only lend large slices.
         plan.lends = any(step.lent_at is not None for steps in plan.channels for step in steps)
         prepare(plan)
-        base = _signature(program.collective, count, dtype, op, extra) if self.config.check_calls else 0
-        return _Call(program, plan, base, REDUCE_OPS[op], label, average)
+        # The plan's views keep unregistered user buffers alive: count them against the cache's budget.
+        unregistered = {_address(buffers[b]): buffers[b].nbytes for b, where in zip((Buffer.INPUT, Buffer.OUTPUT), located, strict=True) if where is None}
+        checked = fingerprint if self.config.check_calls else None
+        return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()))
 
     def _remember(self, key: tuple, call: _Call) -> None:
+        """Keep ``call`` for reuse; drop the oldest calls beyond 32, or beyond the pinned-memory budget.
+
+        The newest call always stays, so a large buffer used repeatedly is never re-prepared.
+        """
+        old = self._calls.pop(key, None)
+        if old is not None:
+            self._pinned_bytes -= old.pinned
         self._calls[key] = call
-        if len(self._calls) > 32:
-            self._calls.popitem(last=False)
+        self._pinned_bytes += call.pinned
+        while len(self._calls) > 1 and (len(self._calls) > 32 or self._pinned_bytes > self.config.cache_bytes):
+            _, dropped = self._calls.popitem(last=False)
+            self._pinned_bytes -= dropped.pinned
 
     def _launch(self, call: _Call) -> None:
-        if self.world.broken:
-            raise CommError(f"{call.label}: the communicator is unusable after an earlier failure ({self.world.broken})", rank=self.rank, op=call.label)
+        if self._closed or self.world.broken is not None:
+            self._check_usable(call.label)
         self._seq += 1
-        signature = (call.signature + self._seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if call.signature else 0
+        seq = self._seq
+        label = f"{call.label} #{seq}"
+        world = self.world
+        fingerprint = call.fingerprint
+        signature = (call.signature + seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if fingerprint is not None else 0
         try:
-            execute(call.plan, self.world, call.combine, signature, self.config.check_calls, self.config.timeout_s, call.label, self._seq)
+            world.begin_call(seq, fingerprint, label)
+            execute(call.plan, world, call.combine, signature, fingerprint is not None, self.config.timeout_s, call.label, seq)
             if call.plan.lends:
-                self._drain(call.plan, f"{call.label} #{self._seq}")
+                self._drain(call.plan, label, seq)
+            world.end_call(seq, fingerprint, label)
         except CommError as err:
-            self.world.abort(str(err))
+            world.fail_from(err, seq)
             raise
         if call.average is not None:
             target = call.average
@@ -389,10 +492,10 @@ class Communicator:
             else:
                 np.divide(target, self.size, out=target, casting="unsafe")
 
-    def _drain(self, plan: RankPlan, label: str) -> None:
+    def _drain(self, plan: RankPlan, label: str, seq: int) -> None:
         """Wait until peers have read everything lent to them in place."""
         senders = {id(s.sender): s.sender for steps in plan.channels for s in steps if s.sender is not None}
-        waiter = Waiter(self.world, self.config.timeout_s, lambda: f"in {label}: waiting for peers to read lent data")
+        waiter = Waiter(self.world, self.config.timeout_s, lambda: (f"in {label}: waiting for peers to read lent data", None), seq=seq)
         for sender in senders.values():
             while not sender.drained():
                 waiter.wait()
@@ -404,11 +507,17 @@ class _Call:
 
     program: Program
     plan: RankPlan
+    fingerprint: Fingerprint | None  # None: calls are not checked (SYNCCL_CHECK_CALLS=0)
     signature: int
     combine: np.ufunc
     label: str
     average: np.ndarray | None
     objects: tuple = ()  # the user's buffer objects the call was prepared for
+    pinned: int = 0  # bytes of unregistered user memory the plan keeps alive
+
+
+def _settings(config: RuntimeConfig) -> str:
+    return ", ".join(f"{name}={getattr(config, name)!r}" for name in config.__dataclass_fields__)
 
 
 def _identical(a: tuple, b: tuple) -> bool:
@@ -427,9 +536,3 @@ def _slot(buffer: Any, start: int, count: int) -> Any:
     """Elements ``[start, start+count)`` of a buffer, as the same kind of object."""
     flat = buffer.view(-1) if is_torch(buffer) else buffer.reshape(-1)
     return flat[start : start + count]
-
-
-def _signature(collective: Collective, count: int, dtype: np.dtype, op: str, extra: object) -> int:
-    """A 63-bit fingerprint of a call's arguments; mixed with the call's sequence number, every message carries it."""
-    payload = struct.pack("<iqii", _COLLECTIVES.index(collective), count, dtype_code(dtype), _OPS.index(op)) + repr(extra).encode()
-    return (int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little") >> 1) or 1

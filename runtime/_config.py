@@ -11,7 +11,12 @@ SYNCCL_LOCAL_SIZE          ranks per node, to declare several nodes on one machi
 SYNCCL_ALGORITHM           force algorithms, e.g. ``ring`` or ``all_reduce=ring``   (by size)
 SYNCCL_CHECK_CALLS         check that every rank called the same collective         1
 SYNCCL_TOPOLOGY            the job's topology: use the algorithms installed for it  (none)
+SYNCCL_CACHE_BYTES         unregistered user memory prepared calls may keep alive   256 MiB
+SYNCCL_DEBUG               ``INFO``: log settings and each Program chosen (stderr)  (off)
 =========================  =======================================================  =========
+
+The timeout bounds the time a rank waits *without progress*: a long call whose peers keep
+moving never times out; a peer that stops (or never arrives) is reported after that long.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from dataclasses import dataclass
 from synccl.exceptions import SyncclError
 from synccl.units import parse_size
 
-__all__ = ["RuntimeConfig", "from_environment"]
+__all__ = ["DEBUG_LEVELS", "RuntimeConfig", "from_environment"]
+
+#: ``SYNCCL_DEBUG`` values, as NCCL_DEBUG's: ``WARN`` logs failures, ``INFO`` also settings and choices.
+DEBUG_LEVELS = ("WARN", "INFO")
 
 
 class ConfigError(SyncclError, ValueError):
@@ -41,6 +49,8 @@ class RuntimeConfig:
     algorithm: str | None = None
     check_calls: bool = True
     topology: str | None = None
+    cache_bytes: int = 256 << 20
+    debug: str | None = None
 
 
 def from_environment(**overrides: object) -> RuntimeConfig:
@@ -60,6 +70,8 @@ def from_environment(**overrides: object) -> RuntimeConfig:
             values["slots"] = int(env["SYNCCL_SLOTS"])
         if "SYNCCL_MAX_LANES" in env:
             values["max_lanes"] = int(env["SYNCCL_MAX_LANES"])
+        if "SYNCCL_CACHE_BYTES" in env:
+            values["cache_bytes"] = parse_size(env["SYNCCL_CACHE_BYTES"])
         if env.get("SYNCCL_LOCAL_SIZE"):
             values["local_size"] = int(env["SYNCCL_LOCAL_SIZE"])
     except ValueError as err:
@@ -68,6 +80,8 @@ def from_environment(**overrides: object) -> RuntimeConfig:
         values["algorithm"] = env["SYNCCL_ALGORITHM"]
     if env.get("SYNCCL_TOPOLOGY"):
         values["topology"] = env["SYNCCL_TOPOLOGY"]
+    if env.get("SYNCCL_DEBUG"):
+        values["debug"] = env["SYNCCL_DEBUG"].upper()
     if "SYNCCL_CHECK_CALLS" in env:
         values["check_calls"] = env["SYNCCL_CHECK_CALLS"] not in ("0", "false", "no", "")
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -75,6 +89,10 @@ def from_environment(**overrides: object) -> RuntimeConfig:
     for name, low in (("timeout_s", 0.0), ("slice_bytes", 64), ("slots", 1), ("max_lanes", 1)):
         if not getattr(config, name) > low:
             raise ConfigError(f"runtime settings: {name} must be > {low}, got {getattr(config, name)!r}")
+    if config.cache_bytes < 0:
+        raise ConfigError(f"runtime settings: cache_bytes must be >= 0, got {config.cache_bytes!r}")
+    if config.debug is not None and config.debug not in DEBUG_LEVELS:
+        raise ConfigError(f"runtime settings: SYNCCL_DEBUG must be one of {', '.join(DEBUG_LEVELS)}, got {config.debug!r}")
     if config.local_size is not None and config.local_size < 1:
         raise ConfigError(f"runtime settings: local_size must be >= 1, got {config.local_size!r}")
     return config

@@ -10,19 +10,30 @@ passed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from synccl.collectives import Op
+from synccl.collectives import OP_SEMANTICS, OpSemantics
 from synccl.exceptions import CommError
 from synccl.runtime._plan import RankPlan, Step
 from synccl.runtime._shm import BY_REFERENCE
 
 __all__ = ["Sender", "Receiver", "Transports", "Waiter", "execute", "prepare"]
+
+# Reductions follow the hardware, as NCCL's do: integers wrap, floats overflow to inf or become
+# NaN. That is the data's business, not a warning to print from inside a collective; a filter
+# costs nothing per call, where an errstate block around every call would.
+warnings.filterwarnings("ignore", message="(overflow|invalid value) encountered", category=RuntimeWarning, module=__name__)
+
+
+#: What executes one step: ``(step, receiver, sender, transports, combine, signature, check, rank, label)``.
+Handler = Callable[..., None]
 
 
 class Sender(Protocol):
@@ -60,23 +71,34 @@ class Transports(Protocol):
 
     def borrowed(self, peer: int, region: int, offset: int, nbytes: int) -> np.ndarray: ...
 
-    def check_peers(self, what: str) -> None: ...
+    def check_peers(self, what: str, seq: int | None = None, peer: int | None = None) -> None: ...
+
+    def explain_mismatch(self, peer: int) -> str: ...
 
 
 class Waiter:
-    """Spin, then yield, then sleep with backoff; enforce the deadline and watch the peers."""
+    """Wait for progress: spin, then yield the CPU; enforce the timeout and watch the peers.
 
-    SPINS = 200
-    YIELDS = 2000
+    The timeout bounds the time *without progress*: every :meth:`progressed` restarts it, so a
+    long call whose peers keep moving never times out. A rank stalled for longer than
+    ``SLEEP_AFTER_S`` (a peer busy elsewhere, not a peer mid-transfer) sleeps in short naps
+    instead of yielding, to leave the cores to ranks that have work.
+    """
+
+    SPINS = 64
+    SLEEP_AFTER_S = 0.05
+    NAP_S = 2e-4
     CHECK_EVERY_S = 0.05
 
-    def __init__(self, transports: Transports, timeout_s: float, what: Callable[[], str]) -> None:
+    def __init__(self, transports: Transports, timeout_s: float, where: Callable[[], tuple[str, int | None]], *, seq: int | None = None, peer: int | None = None) -> None:
         self.transports = transports
-        self.deadline = time.monotonic() + timeout_s
         self.timeout_s = timeout_s
-        self.what = what
+        self.where = where
+        self.seq = seq
+        self.peer = peer
         self.idle = 0
-        self.next_check = time.monotonic() + self.CHECK_EVERY_S
+        self.stalled_since = 0.0
+        self.next_check = 0.0
 
     def progressed(self) -> None:
         self.idle = 0
@@ -85,16 +107,21 @@ class Waiter:
         self.idle += 1
         if self.idle < self.SPINS:
             return
-        if self.idle < self.YIELDS:
+        now = time.monotonic()
+        if self.idle == self.SPINS:  # a new stall starts: its clock, and a first look at the peers soon
+            self.stalled_since = now
+            self.next_check = now + self.CHECK_EVERY_S
+        if now - self.stalled_since < self.SLEEP_AFTER_S:
             os.sched_yield()
         else:
-            time.sleep(min(1e-3, 1e-5 * (self.idle - self.YIELDS + 1)))
-        now = time.monotonic()
+            time.sleep(self.NAP_S)
         if now >= self.next_check:
             self.next_check = now + self.CHECK_EVERY_S
-            self.transports.check_peers(self.what())
-            if now >= self.deadline:
-                raise CommError(f"rank {self.transports.rank}: timed out after {self.timeout_s:g} s {self.what()}", rank=self.transports.rank)
+            what, peer = self.where()
+            self.transports.check_peers(what, self.seq, self.peer)
+            if now - self.stalled_since >= self.timeout_s:
+                me = self.transports.rank
+                raise CommError(f"rank {me}: timed out after {self.timeout_s:g} s without progress {what}", rank=me, peer=peer)
 
 
 def execute(
@@ -117,16 +144,21 @@ def execute(
     active = [k for k, ch in enumerate(channels) if ch]
     me = transports.rank
     check = signature if check_signature else None
-    waiter: Waiter | None = None
-    idle = 0  # passes without progress; the Waiter (and its clock) only after a short spin
+    waiter: Waiter | None = None  # made at the first pass without progress
 
-    def what() -> str:
+    def where() -> tuple[str, int | None]:
         waiting = [channels[k][position[k]] for k in active if position[k] < len(channels[k])]
         if not waiting:
-            return f"in {label}"
+            return f"in {label}", None
         s = waiting[0]
-        waits = f"a message from rank {s.recv_peer}" if s.recv_peer is not None else f"a free slot towards rank {s.send_peer}" if s.send_peer is not None else "a dependency"
-        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}, tile {s.tile}) waits for {waits} on lane {s.lane}"
+        recv, send = s.receiver, s.sender
+        if recv is not None and not recv.ready():
+            waits, peer = f"a message from rank {s.recv_peer}", s.recv_peer
+        elif send is not None and not send.ready():
+            waits, peer = f"a free slot towards rank {s.send_peer}", s.send_peer
+        else:
+            waits, peer = "a dependency", None
+        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}, tile {s.tile}) waits for {waits} on lane {s.lane}", peer
 
     while active:
         progressed = False
@@ -149,22 +181,19 @@ def execute(
                 progressed = True
         if progressed:
             active = [k for k in active if position[k] < len(channels[k])]
-            idle = 0
             if waiter is not None:
                 waiter.progressed()
         else:
-            idle += 1
-            if idle > Waiter.SPINS:
-                if waiter is None:
-                    waiter = Waiter(transports, timeout_s, what)
-                waiter.wait()
+            if waiter is None:
+                waiter = Waiter(transports, timeout_s, where, seq=seq)
+            waiter.wait()
 
 
 def _incoming(step: Step, recv: Receiver, transports: Transports, check: int | None, me: int, label: str) -> np.ndarray | None:
     """The waiting message as a typed array, or ``None`` when it is inline (then use ``step.inbox``)."""
     nbytes, signature, kind, region, offset = recv.descriptor()
     if check is not None and signature != check:
-        raise CommError(f"{label}: rank {me} and rank {step.recv_peer} are not in the same collective call (their arguments differ)", rank=me, op=label, peer=step.recv_peer)
+        raise CommError(f"{label}: rank {me} and rank {step.recv_peer} are not in the same collective call: {transports.explain_mismatch(step.recv_peer)}", rank=me, op=label, peer=step.recv_peer)
     if nbytes != step.nbytes:
         raise CommError(f"{label}: rank {me} expected {step.nbytes} bytes from rank {step.recv_peer} but got {nbytes} (counts differ between ranks)", rank=me, op=label, peer=step.recv_peer)
     if kind == BY_REFERENCE:
@@ -198,38 +227,55 @@ def _nop(step: Step, recv, send, transports, combine, signature, check, me, labe
     return None
 
 
-def _receive(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
-    op = step.op
-    data = _incoming(step, recv, transports, check, me, label)
-    if data is None:
-        if op is Op.RECV and step.dst_bytes is not None:
-            step.dst_bytes[:] = step.inbox_bytes[recv.index()]
-            recv.release()
-            return
-        data = step.inbox[recv.index()]
-    if op is Op.RECV:
-        np.copyto(step.dst, data)
-    elif op is Op.RECV_REDUCE_COPY:
-        combine(step.src, data, out=step.dst)
-    elif op is Op.RECV_COPY_SEND:
-        np.copyto(step.dst, data)
-        np.copyto(step.outbox[send.index()], data)
-    elif op is Op.RECV_REDUCE_SEND:
-        combine(step.src, data, out=step.outbox[send.index()])
-    else:  # RECV_REDUCE_COPY_SEND
-        combine(step.src, data, out=step.dst)
-        np.copyto(step.outbox[send.index()], step.dst)
-    recv.release()
-    if send is not None:
-        send.publish(step.nbytes, signature)
+def _receiving(semantics: OpSemantics) -> Handler:
+    """The handler of a receiving opcode, built from its row of :data:`OP_SEMANTICS`.
+
+    The value is ``src (+) received`` for a reduction, else the received data; it goes to
+    ``dst`` and/or on to the send peer as the row says.
+    """
+    reduces, writes, sends = semantics.reduces, semantics.writes_dst, semantics.sends
+    plain = writes and not reduces and not sends  # a plain receive: a memmove when it can be
+
+    def receive(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+        data = _incoming(step, recv, transports, check, me, label)
+        if data is None:
+            if plain and step.dst_bytes is not None:
+                step.dst_bytes[:] = step.inbox_bytes[recv.index()]
+                recv.release()
+                return
+            data = step.inbox[recv.index()]
+        value: np.ndarray | None = data
+        if reduces:
+            # Reduce straight into its destination: dst if it has one, else the outgoing slot.
+            combine(step.src, data, out=step.dst if writes else step.outbox[send.index()])
+            value = step.dst if writes else None
+        elif writes:
+            np.copyto(step.dst, data)
+        if sends and value is not None:
+            np.copyto(step.outbox[send.index()], value)
+        recv.release()
+        if sends:
+            send.publish(step.nbytes, signature)
+
+    return receive
 
 
-#: What each opcode does; the plan stores the handler in each step (see :func:`prepare`).
-_HANDLERS = {Op.COPY: _copy, Op.REDUCE: _reduce, Op.SEND: _send, Op.NOP: _nop}
+def _local(semantics: OpSemantics) -> Handler:
+    """The handler of an opcode that does not receive."""
+    if semantics.sends:
+        return _send
+    if not semantics.writes_dst:
+        return _nop
+    return _reduce if semantics.reduces else _copy
+
+
+@functools.cache
+def _handler(semantics: OpSemantics) -> Handler:
+    return _receiving(semantics) if semantics.receives else _local(semantics)
 
 
 def prepare(plan: RankPlan) -> None:
     """Give every step of ``plan`` its handler, once, so the loop does no opcode dispatch."""
     for steps in plan.channels:
         for step in steps:
-            step.handler = _HANDLERS.get(step.op, _receive)
+            step.handler = _handler(OP_SEMANTICS[step.op])

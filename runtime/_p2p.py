@@ -30,10 +30,11 @@ def send(world: World, data: np.ndarray, dst: int, *, timeout_s: float) -> None:
     raw = memoryview(data.reshape(-1).view(np.uint8))
     sender = world.sender(dst, world.p2p_lane)
     signature = _signature(raw.nbytes)
-    waiter = Waiter(world, timeout_s, lambda: f"in send to rank {dst}: waiting for a free slot")
+    waiter = Waiter(world, timeout_s, lambda: (f"in send to rank {dst}: waiting for a free slot", dst), peer=dst)
     for lo, hi in _pieces(raw.nbytes, world.config.slice_bytes):
         while not sender.ready():
             waiter.wait()
+        waiter.progressed()
         memoryview(sender.slot_arrays[sender.index()])[: hi - lo] = raw[lo:hi]
         sender.publish(hi - lo, signature)
 
@@ -45,10 +46,11 @@ def recv(world: World, data: np.ndarray, src: int, *, timeout_s: float) -> None:
     raw = memoryview(data.reshape(-1).view(np.uint8))
     receiver = world.receiver(src, world.p2p_lane)
     expected = _signature(raw.nbytes)
-    waiter = Waiter(world, timeout_s, lambda: f"in recv from rank {src}: waiting for its message")
+    waiter = Waiter(world, timeout_s, lambda: (f"in recv from rank {src}: waiting for its message", src), peer=src)
     for lo, hi in _pieces(raw.nbytes, world.config.slice_bytes):
         while not receiver.ready():
             waiter.wait()
+        waiter.progressed()
         nbytes, signature, _, _, _ = receiver.descriptor()
         if signature != expected or nbytes != hi - lo:
             raise CommError(f"recv: rank {world.rank} expected {raw.nbytes} bytes from rank {src}, but the message differs in size", rank=world.rank, op="recv", peer=src)

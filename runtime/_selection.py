@@ -13,7 +13,7 @@ from functools import lru_cache
 from synccl.collectives import Collective, Program, library, load_msccl_xml, parse_collective, verify
 from synccl.exceptions import CollectiveError
 
-__all__ = ["Choice", "DEFAULTS", "choose", "load_xml", "register_program", "unregister_program", "registered_programs", "registry_version", "build_program"]
+__all__ = ["Choice", "DEFAULTS", "Selection", "choose", "select", "load_xml", "register_program", "unregister_program", "registered_programs", "registry_version", "build_program"]
 
 _KIB, _MIB = 1 << 10, 1 << 20
 
@@ -26,6 +26,24 @@ class Choice:
     min_bytes: int = 0
     max_bytes: int | None = None
     options: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The Program chosen for a call, why (``source``), and the byte range the choice covers."""
+
+    program: Program
+    source: str  # "default", "algorithm= argument", "SYNCCL_ALGORITHM", "file PATH" or "registered"
+    min_bytes: int = 0
+    max_bytes: int | None = None
+
+    def describe(self, *, inplace: bool, engine: str) -> str:
+        """One line for ``SYNCCL_DEBUG=INFO``: collective, size range, Program, its source and the engine."""
+        from synccl.units import format_size
+
+        hi = "inf" if self.max_bytes is None else format_size(self.max_bytes)
+        mode = "in place" if inplace else "out of place"
+        return f"{self.program.collective.value} [{format_size(self.min_bytes)}, {hi}) {mode} -> {self.program.name} ({self.source}), engine {engine}"
 
 
 #: Single-node defaults, measured on the CPU runtime (see the README's table).
@@ -46,6 +64,7 @@ MULTI_NODE: dict[Collective, tuple[Choice, ...]] = {
 }
 
 _REGISTERED: list[tuple[Program, int, int | None]] = []
+_SOURCES: dict[int, str] = {}  # id(program) -> where a registered Program came from
 _CHANGES = [0]  # bumped on every (un)registration: communicators' prepared calls include it in their keys
 
 
@@ -54,15 +73,17 @@ def registry_version() -> int:
     return _CHANGES[0]
 
 
-def register_program(program: Program, *, min_bytes: int | None = None, max_bytes: int | None = None) -> None:
+def register_program(program: Program, *, min_bytes: int | None = None, max_bytes: int | None = None, source: str | None = None) -> None:
     """Make the runtime use ``program`` for matching calls whose size is in ``[min_bytes, max_bytes)``.
 
     Defaults to the Program's own ``min_bytes``/``max_bytes`` (MSCCL XML carries them).
+    ``source`` (e.g. the file it came from) is shown by ``SYNCCL_DEBUG=INFO``.
     """
     verify(program)  # nothing runs unverified
     lo = program.min_bytes if min_bytes is None else min_bytes
     hi = program.max_bytes if max_bytes is None else max_bytes
     _REGISTERED.insert(0, (program, lo, hi))
+    _SOURCES[id(program)] = source or "registered"
     _CHANGES[0] += 1
 
 
@@ -82,6 +103,7 @@ def unregister_program(program: Program) -> None:
     if len(kept) == len(_REGISTERED):
         raise ValueError(f"unregister_program: {program.name!r} is not registered")
     _REGISTERED[:] = kept
+    _SOURCES.pop(id(program), None)
     _CHANGES[0] += 1
 
 
@@ -98,7 +120,7 @@ def load_xml(path: str, *, min_bytes: int | None = None, max_bytes: int | None =
     'all_reduce'
     """
     program = load_msccl_xml(path, check_program=False, **options)  # register_program verifies it, once
-    register_program(program, min_bytes=min_bytes, max_bytes=max_bytes)
+    register_program(program, min_bytes=min_bytes, max_bytes=max_bytes, source=f"file {path}")
     return program
 
 
@@ -137,27 +159,51 @@ def choose(
     >>> choose("all_reduce", 4096, nranks=4, inplace=True, root=None, local_size=4).name
     'one_shot_all_reduce_n4'
     """
+    return select(collective, nbytes, nranks=nranks, inplace=inplace, root=root, local_size=local_size, algorithm=algorithm, override=override).program
+
+
+def select(
+    collective: Collective | str,
+    nbytes: int,
+    *,
+    nranks: int,
+    inplace: bool,
+    root: int | None,
+    local_size: int,
+    algorithm: str | None = None,
+    override: str | None = None,
+) -> Selection:
+    """Like :func:`choose`, with the reason for the choice and the byte range it covers.
+
+    >>> select("all_reduce", 1 << 20, nranks=4, inplace=True, root=None, local_size=4).source
+    'default'
+    """
     coll = parse_collective(collective)
-    name = algorithm or _parse_override(override, coll)
+    if algorithm is not None:
+        name, source = algorithm, "algorithm= argument"
+    else:
+        name, source = _parse_override(override, coll), "SYNCCL_ALGORITHM"
     if name is None:
         for prog, lo, hi in _REGISTERED:
             if prog.collective is coll and prog.nranks == nranks and prog.spec.inplace == inplace and prog.spec.root in (root, None) and lo <= nbytes and (hi is None or nbytes < hi):
-                return prog
+                return Selection(prog, _SOURCES.get(id(prog), "registered"), lo, hi)
     options: tuple[tuple[str, object], ...] = ()
+    lo, hi = 0, None
     if name is None:
         table = MULTI_NODE if local_size < nranks and coll in MULTI_NODE else DEFAULTS
         for choice in table[coll]:
             if choice.min_bytes <= nbytes and (choice.max_bytes is None or nbytes < choice.max_bytes):
                 info = library.get(choice.algorithm, coll)
                 if info.unsupported_reason(nranks, local_size) is None:
-                    name, options = choice.algorithm, choice.options
+                    name, options, lo, hi = choice.algorithm, choice.options, choice.min_bytes, choice.max_bytes
                     break
         if name is None:
             candidates = library.applicable(coll, nranks, local_size=local_size)
             if not candidates:
                 raise CollectiveError(f"{coll.value}: no library algorithm supports {nranks} ranks")
             name = candidates[0].name
-    return build_program(coll, name, nranks, inplace, root, local_size, options)
+        source = "default"
+    return Selection(build_program(coll, name, nranks, inplace, root, local_size, options), source, lo, hi)
 
 
 @lru_cache(maxsize=256)

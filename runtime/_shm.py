@@ -5,7 +5,7 @@ Every segment is a file in ``/dev/shm`` created with mode 0600 and an unguessabl
 so nothing outlives the job even after ``kill -9``; a segment whose creator died before that
 moment is removed by :func:`remove_stale_segments` at the next ``init``.
 
-Each rank owns one *mailbox*: for every local peer and lane, a FIFO of ``slots`` slots written by
+Each rank owns one *mailbox*: its status board (:mod:`synccl.runtime._board`), then for every local peer and lane, a FIFO of ``slots`` slots written by
 that peer and read by the owner. The sender fills a slot (or, for a registered buffer, describes
 where the receiver can read the data in place), then advances ``head``; the receiver consumes and
 advances ``tail``. Counters only grow, across calls. On x86-64 stores are seen in program order,
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synccl.runtime._board import BOARD_BYTES, Board
+
 __all__ = ["Segment", "remove_stale_segments", "Mailbox", "ShmSender", "ShmReceiver", "INLINE", "BY_REFERENCE"]
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - POSIX shared memory; files are O_EXCL, mode 0600, random names
@@ -29,8 +31,6 @@ PREFIX = "synccl-"
 _LINE = 64  # bytes per cache line: head and tail live on separate lines
 _DESC_WORDS = 8  # int64 words per slot descriptor
 INLINE, BY_REFERENCE = 0, 1
-# Header words of a mailbox.
-PID, ABORT = 0, 1
 
 
 class Segment:
@@ -122,7 +122,7 @@ class MailboxLayout:
 
     @property
     def header_bytes(self) -> int:
-        return mmap.PAGESIZE
+        return _round_up(BOARD_BYTES, mmap.PAGESIZE)
 
     @property
     def control_bytes(self) -> int:
@@ -150,9 +150,9 @@ class Mailbox:
     def __init__(self, segment: Segment, layout: MailboxLayout) -> None:
         self.segment = segment
         self.layout = layout
-        self.header = segment.array(np.int64, 0, 8)
         # Control words through a memoryview: item access is several times cheaper than numpy's.
         self.words = memoryview(segment.buf).cast("q")
+        self.board = Board(self.words, memoryview(segment.buf))
 
     def connection(self, peer: int, lane: int) -> tuple[int, int, int, list[np.ndarray]]:
         """Word indices of ``head``, ``tail`` and the first descriptor, and the slots' bytes."""
