@@ -35,6 +35,8 @@ from synccl.exceptions import CommError, SyncclError
 if TYPE_CHECKING:
     from mpi4py import MPI
 
+    from synccl.runtime._selection import Selection
+
 __all__ = ["Backend", "SynccclBackend", "TorchBackend", "MpiBackend", "make_backend", "check_available", "lanes_needed"]
 
 _NO_RUNTIME = "bench: backend 'synccl' needs synccl.init (the multi-process runtime), which this build lacks; try --backends gloo,mpi"
@@ -74,6 +76,10 @@ class Backend(ABC):
         ``send`` is not modified out of place; in place, ``recv`` is overwritten with the result.
         See the module docstring for the buffer contract.
         """
+
+    def selection(self, collective: Collective, send: Any, recv: Any, *, inplace: bool, root: int) -> Selection | None:
+        """Which Program :meth:`run` with these arguments executes, and why; ``None`` where there is no Program to name."""
+        return None
 
     @abstractmethod
     def close(self) -> None:
@@ -116,13 +122,16 @@ class SynccclBackend(Backend):
         if not hasattr(synccl, "init"):
             raise SyncclError(_NO_RUNTIME)
         self._synccl = synccl
+        self._program: Program | None = None
         settings: dict[str, Any] = {}
         if xml is not None:
-            from synccl.runtime import from_environment
+            from synccl.runtime import from_environment, unregister_program
 
             program = synccl.load_xml(xml)
             if program.nranks != self.size or (collective is not None and program.collective is not collective):
+                unregister_program(program)
                 raise ValueError(f"bench: --xml {xml!r} is {program.collective.value} on {program.nranks} ranks, the run is {collective.value if collective else '?'} on {self.size}")
+            self._program = program
             settings["max_lanes"] = max(from_environment().max_lanes, lanes_needed(program))
         self.comm = synccl.init(**settings)
         if (self.comm.rank, self.comm.size) != (self.rank, self.size):
@@ -150,8 +159,32 @@ class SynccclBackend(Backend):
             return comm.alltoall(recv, **opts) if inplace else comm.alltoall(send, recv, **opts)
         return comm.broadcast(recv, root=root, **opts) if inplace else comm.broadcast(send, root=root, recvbuf=recv, **opts)
 
+    def selection(self, collective: Collective, send: np.ndarray, recv: np.ndarray, *, inplace: bool, root: int) -> Selection:
+        """The runtime's choice for :meth:`run` with these arguments (the runtime selects by the larger buffer)."""
+        from synccl.runtime._selection import select
+
+        comm = self.comm
+        nbytes = recv.nbytes if inplace else max(send.nbytes, recv.nbytes)
+        return select(
+            collective,
+            nbytes,
+            nranks=comm.size,
+            inplace=inplace,
+            root=root if collective is Collective.BROADCAST else None,
+            local_size=comm.local_size,
+            algorithm=self._options.get("algorithm"),
+            override=comm.config.algorithm,
+        )
+
     def close(self) -> None:
-        self.comm.close()
+        try:
+            self.comm.close()
+        finally:
+            if self._program is not None:  # the next sweep's backend (--repeat) loads the file again
+                from synccl.runtime import unregister_program
+
+                unregister_program(self._program)
+                self._program = None
 
 
 class TorchBackend(Backend):

@@ -24,6 +24,7 @@ __all__ = [
     "repeat_stats",
     "medians",
     "repeat_summary",
+    "program_note",
     "write_json",
     "plot",
 ]
@@ -40,8 +41,10 @@ class Record:
     ``size_bytes`` and ``count`` follow nccl-tests (see :func:`~synccl.bench.layout`); ``time_us``
     is the per-iteration time combined over ranks; ``wrong`` is ``None`` when not validated; ``op``
     is ``None`` for collectives without reduction and ``root`` for collectives without root;
-    ``registered`` is ``None`` for backends other than synccl. ``repeat`` is the sweep (0-based,
-    ``--repeat``); ``None`` on the medians :func:`medians` makes.
+    ``registered`` is ``None`` for backends other than synccl. ``program`` is the name of the
+    Program synccl's runtime selected for the call and ``program_source`` why (``default``,
+    ``file PATH``, ``SYNCCL_ALGORITHM`` ...), ``None`` for other backends. ``repeat`` is the
+    sweep (0-based, ``--repeat``); ``None`` on the medians :func:`medians` makes.
     """
 
     backend: str
@@ -59,6 +62,8 @@ class Record:
     wrong: int | None
     registered: bool | None = None
     algorithm: str | None = None
+    program: str | None = None
+    program_source: str | None = None
     repeat: int | None = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -370,6 +375,46 @@ def repeat_summary(records: Sequence[Record]) -> str:
                     value = None if st is None else getattr(st, {"median": "median_us", "min": "min_us", "max": "max_us", "worst": "worst_ratio"}.get(c, c))
                     line += f"  {'-' if value is None else float_cell(value, widths[c]):>{widths[c]}s}"
             lines.append(line)
+    return "\n".join(lines)
+
+
+def program_note(records: Sequence[Record], *, xml: str) -> str:
+    """Which Program ran each size and mode of a ``--xml FILE`` sweep: the file's, or which other one.
+
+    The runtime uses the file's Program only for the calls it matches (its mode, in place or out
+    of place, and sizes within its ``minBytes``/``maxBytes``); it selects another for the rest.
+    Sizes in a row that ran the same Program share a line.
+
+    Examples
+    --------
+    >>> def rec(size, inplace, program, source):
+    ...     return Record("synccl", "all_reduce", 2, size, size // 4, "float32", "sum", None, inplace, 1.0, 0.0, 0.0, 0, program=program, program_source=source)
+    >>> ring, one_shot = ("ring_all_reduce_n2", "file ar.xml"), ("one_shot_all_reduce_n2", "default")
+    >>> recs = [rec(4096, False, *one_shot), rec(16384, False, *ring), rec(65536, False, *ring), rec(4096, True, *one_shot), rec(65536, True, *one_shot)]
+    >>> print(program_note(recs, xml="ar.xml"))
+    # Programs run (--xml ar.xml):
+    #   out of place, 4KiB: default Program 'one_shot_all_reduce_n2', not the file's
+    #   out of place, 16KiB-64KiB: the file's Program 'ring_all_reduce_n2'
+    #   in place, 4KiB-64KiB: default Program 'one_shot_all_reduce_n2', not the file's
+    """
+    lines = [f"# Programs run (--xml {xml}):"]
+    for inplace in (False, True):
+        runs: list[tuple[int, int, str, str]] = []  # first size, last size, program, source
+        for rec in sorted((r for r in records if r.inplace is inplace and r.program is not None), key=lambda r: r.size_bytes):
+            program, source = rec.program or "", rec.program_source or "registered"
+            if runs and runs[-1][2:] == (program, source):
+                runs[-1] = (runs[-1][0], rec.size_bytes, program, source)
+            elif not runs or runs[-1][1] != rec.size_bytes:
+                runs.append((rec.size_bytes, rec.size_bytes, program, source))
+        for low, high, program, source in runs:
+            sizes = format_size(low) if low == high else f"{format_size(low)}-{format_size(high)}"
+            if source == f"file {xml}":
+                what = f"the file's Program {program!r}"
+            elif source in ("default", "registered"):
+                what = f"{source} Program {program!r}, not the file's"
+            else:
+                what = f"Program {program!r} ({source}), not the file's"
+            lines.append(f"#   {'in place' if inplace else 'out of place'}, {sizes}: {what}")
     return "\n".join(lines)
 
 

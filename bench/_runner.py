@@ -18,7 +18,7 @@ import numpy as np
 from synccl.bench._backends import Backend, make_backend
 from synccl.bench._config import BenchConfig
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
-from synccl.bench._report import Record, comparison, footer, header, medians, plot, repeat_summary, row, write_json
+from synccl.bench._report import Record, comparison, footer, header, medians, plot, program_note, repeat_summary, row, write_json
 from synccl.collectives import Collective
 from synccl.sim import busbw_factor
 from synccl.units import format_size
@@ -38,7 +38,8 @@ def run_bench(config: BenchConfig) -> list[Record]:
     (with several backends) a comparison. With ``config.repeat`` sweeps the backends take
     turns within each sweep (sweep 1 on every backend, then sweep 2 ...); rank 0 then prints, per
     backend, one table of the median times (:func:`~synccl.bench._report.medians`), the comparison
-    of the medians and the repeat summary (:func:`~synccl.bench._report.repeat_summary`).
+    of the medians and the repeat summary (:func:`~synccl.bench._report.repeat_summary`). With
+    ``config.xml``, a note under synccl's table names the Program that ran each size and mode.
     Rank 0 writes every record to ``config.json_path`` and draws ``config.plot_path`` (medians).
 
     Parameters
@@ -107,8 +108,11 @@ def _printer(show: bool) -> Callable[[Record, Record], None] | None:
 
 
 def _table_end(config: BenchConfig, records: list[Record], backend: str) -> str:
-    """The lines after a backend's rows: nccl-tests' footer."""
-    return footer(records, collective=config.collective.value, backend=backend)
+    """The lines after a backend's rows: which Program ran what (with ``--xml``), then nccl-tests' footer."""
+    end = footer(records, collective=config.collective.value, backend=backend)
+    if config.xml is not None and any(r.program is not None for r in records):
+        return program_note(records, xml=config.xml) + "\n" + end
+    return end
 
 
 def _finish(config: BenchConfig, records: list[Record], *, versions: dict[str, str], nranks: int, devices: list[tuple[int, int, str]]) -> None:
@@ -214,7 +218,8 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
     warms up, meets at a barrier, times the calls with the wall clock and averages them; the
     per-rank averages combine as ``config.average`` says (the maximum by default). Validation
     refills the input with :func:`~synccl.bench.rank_input` data, runs once and counts
-    mismatches against the numpy reference over all ranks. The record names the sweep ``repeat``.
+    mismatches against the numpy reference over all ranks. The record names the Program the
+    backend ran, where it has one (:meth:`Backend.selection`), and the sweep ``repeat``.
 
     Returns
     -------
@@ -257,6 +262,7 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
         wrong = int(control.allreduce(count_wrong(got, want, op=config.op, reduces=config.reduces)))
     algbw = lay.size_bytes / seconds / 1e9 if seconds > 0 else 0.0
     synccl = backend.name == "synccl"
+    selection = backend.selection(config.collective, send, recv, inplace=inplace, root=config.root)
     return Record(
         backend=backend.name,
         collective=config.collective.value,
@@ -273,6 +279,8 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
         wrong=wrong,
         registered=config.registered if synccl else None,
         algorithm=config.algorithm if synccl else None,
+        program=selection.program.name if selection else None,
+        program_source=selection.source if selection else None,
         repeat=repeat,
     )
 

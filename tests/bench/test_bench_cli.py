@@ -1,5 +1,6 @@
 """`synccl bench` end to end: real ranks under mpiexec, each backend checked against the numpy reference."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import synccl
 from synccl.bench import check_available, find_mpiexec
 from synccl.cli import main
+from synccl.collectives import library, save_msccl_xml
 from synccl.exceptions import SyncclError
 
 MATRIX = Path(__file__).with_name("_matrix.py")
@@ -58,6 +60,7 @@ def test_repeat_interleaves_the_backends_and_prints_medians_and_a_summary(capfd,
     # Every record of every sweep, backends taking turns: sweep 0 on synccl then mpi, sweep 1 ...
     assert [(r["repeat"], r["backend"]) for r in records[::4]] == [(i, b) for i in range(3) for b in ("synccl", "mpi")]
     assert len(records) == 3 * 2 * 4 and all(r["wrong"] == 0 for r in records)
+    assert {r["program"] for r in records if r["backend"] == "synccl"} == {"one_shot_all_reduce_n2"} and {r["program"] for r in records if r["backend"] == "mpi"} == {None}
     # One median table per backend, not one per sweep, then the comparison and the summary.
     for backend in ("synccl", "mpi"):
         assert out.count(f"# Collective test concluded: all_reduce ({backend})") == 1
@@ -78,6 +81,27 @@ def test_repeat_interleaves_the_backends_and_prints_medians_and_a_summary(capfd,
 def test_repeat_below_one_is_one_line(capsys):
     assert main(["bench", "allreduce", "--nranks", "2", "--backends", "mpi", "--repeat", "0"]) == 2
     assert capsys.readouterr().err == "synccl bench: error: bench: --repeat must be >= 1, got 0\n"
+
+
+def test_xml_covering_part_of_the_sweep_names_the_program_that_ran(capfd, tmp_path):
+    # Out of place only, from 16KiB up: 4KiB out of place and every in-place call fall back to the defaults.
+    path, out_json = tmp_path / "ring16k.xml", tmp_path / "out.json"
+    save_msccl_xml(dataclasses.replace(library.build("ring", "all_reduce", 2), min_bytes=16 << 10), path)
+    code = main(["bench", "allreduce", *SWEEP, "--xml", str(path), "--json", str(out_json)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    note = out[out.index("# Programs run") : out.index("# Out of bounds values")].splitlines()
+    file_program = synccl.collectives.load_msccl_xml(path).name
+    assert note == [
+        f"# Programs run (--xml {path}):",
+        "#   out of place, 4KiB: default Program 'one_shot_all_reduce_n2', not the file's",
+        f"#   out of place, 16KiB-64KiB: the file's Program {file_program!r}",
+        "#   in place, 4KiB-64KiB: default Program 'one_shot_all_reduce_n2', not the file's",
+    ]
+    records = json.loads(out_json.read_text())
+    ran = {(r["size_bytes"], r["inplace"]): (r["program"], r["program_source"]) for r in records}
+    assert ran[(16384, False)] == ran[(65536, False)] == (file_program, f"file {path}") and ran[(4096, False)] == ("one_shot_all_reduce_n2", "default")
+    assert all(r["wrong"] == 0 for r in records)
 
 
 def test_runs_as_ranks_of_an_existing_mpi_job(tmp_path):

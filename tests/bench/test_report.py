@@ -7,7 +7,7 @@ import re
 import pytest
 
 from synccl.bench import BenchConfig, Record, comparison, float_cell, footer, header, plot, row, write_json
-from synccl.bench._report import medians, repeat_stats, repeat_summary
+from synccl.bench._report import medians, program_note, repeat_stats, repeat_summary
 
 RECORD_KEYS = {"backend", "collective", "nranks", "size_bytes", "count", "dtype", "op", "time_us", "algbw_gbps", "busbw_gbps", "wrong", "inplace"}
 
@@ -173,3 +173,17 @@ def test_header_of_a_median_table_says_so():
     assert "# Median of 5 sweeps (backends interleaved): time is each size's median" in text
     assert "Median" not in header(BenchConfig("all_reduce"), backend="mpi", version="MPICH", nranks=1, devices=[(0, 1, "a")])
 
+
+def test_program_note_names_the_program_of_each_size_and_mode():
+    file, default, forced = ("ring_all_reduce_n2", "file a.xml"), ("one_shot_all_reduce_n2", "default"), ("ring_all_reduce_n2", "SYNCCL_ALGORITHM")
+    plan = {(4096, False): default, (8192, False): file, (16384, False): default, (32768, False): file, (4096, True): forced, (32768, True): forced}
+    recs = [record("synccl", size=s, inplace=ip, program=prog, program_source=src) for (s, ip), (prog, src) in plan.items()]
+    recs.append(record("synccl", size=65536, inplace=True))  # no Program known: left out
+    assert program_note(recs, xml="a.xml").splitlines() == [
+        "# Programs run (--xml a.xml):",
+        "#   out of place, 4KiB: default Program 'one_shot_all_reduce_n2', not the file's",
+        "#   out of place, 8KiB: the file's Program 'ring_all_reduce_n2'",
+        "#   out of place, 16KiB: default Program 'one_shot_all_reduce_n2', not the file's",
+        "#   out of place, 32KiB: the file's Program 'ring_all_reduce_n2'",
+        "#   in place, 4KiB-32KiB: Program 'ring_all_reduce_n2' (SYNCCL_ALGORITHM), not the file's",
+    ]
