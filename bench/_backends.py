@@ -375,7 +375,7 @@ def lanes_needed(program: Program) -> int:
     >>> lanes_needed(library.build("ring", "all_reduce", 4, channels=3))
     4
     """
-    return 2 + max((ch.lane for rp in program.ranks for ch in rp.channels), default=0)
+    return program.nlanes + 1
 
 
 def check_available(names: tuple[str, ...]) -> None:

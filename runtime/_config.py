@@ -4,7 +4,7 @@
 variable                   meaning                                                  default
 =========================  =======================================================  =========
 SYNCCL_TIMEOUT             seconds a rank waits for a peer before raising           60
-SYNCCL_SLICE_BYTES         bytes per pipelined slice (one FIFO slot)                256 KiB
+SYNCCL_SLICE_BYTES         bytes per pipelined slice (one FIFO slot)                512 KiB
 SYNCCL_SLOTS               slots per connection FIFO (messages in flight)           4
 SYNCCL_MAX_LANES           parallel connections per pair of ranks                   8
 SYNCCL_LOCAL_SIZE          ranks per node, to declare several nodes on one machine  (hosts)
@@ -42,7 +42,7 @@ class RuntimeConfig:
     """The runtime's tunables (see the module docstring for the environment variables)."""
 
     timeout_s: float = 60.0
-    slice_bytes: int = 256 << 10
+    slice_bytes: int = 512 << 10
     slots: int = 4
     max_lanes: int = 8
     local_size: int | None = None

@@ -131,34 +131,19 @@ def execute(
     signature: int,
     check_signature: bool,
     timeout_s: float,
-    collective: str,
+    label: str,
     seq: int,
 ) -> None:
-    """Run ``plan`` (call number ``seq`` of ``collective``) to completion on this rank, or raise :class:`CommError`.
+    """Run ``plan`` (call number ``seq``, ``label`` in messages) to completion on this rank, or raise :class:`CommError`.
 
     Positional arguments only: this is the hot path of every call.
     """
-    label = f"{collective} #{seq}"
     channels = plan.channels
     position = [0] * len(channels)  # steps completed per channel (dependencies count these)
     active = [k for k, ch in enumerate(channels) if ch]
     me = transports.rank
     check = signature if check_signature else None
     waiter: Waiter | None = None  # made at the first pass without progress
-
-    def where() -> tuple[str, int | None]:
-        waiting = [channels[k][position[k]] for k in active if position[k] < len(channels[k])]
-        if not waiting:
-            return f"in {label}", None
-        s = waiting[0]
-        recv, send = s.receiver, s.sender
-        if recv is not None and not recv.ready():
-            waits, peer = f"a message from rank {s.recv_peer}", s.recv_peer
-        elif send is not None and not send.ready():
-            waits, peer = f"a free slot towards rank {s.send_peer}", s.send_peer
-        else:
-            waits, peer = "a dependency", None
-        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}, tile {s.tile}) waits for {waits} on lane {s.lane}", peer
 
     while active:
         progressed = False
@@ -185,8 +170,28 @@ def execute(
                 waiter.progressed()
         else:
             if waiter is None:
-                waiter = Waiter(transports, timeout_s, where, seq=seq)
+                waiter = Waiter(transports, timeout_s, _where(channels, position, label), seq=seq)
             waiter.wait()
+
+
+def _where(channels: list[list[Step]], position: list[int], label: str) -> Callable[[], tuple[str, int | None]]:
+    """Where a stalled rank waits and for which peer, for messages (computed only when needed)."""
+
+    def where() -> tuple[str, int | None]:
+        waiting = [steps[position[k]] for k, steps in enumerate(channels) if position[k] < len(steps)]
+        if not waiting:
+            return f"in {label}", None
+        s = waiting[0]
+        recv, send = s.receiver, s.sender
+        if recv is not None and not recv.ready():
+            waits, peer = f"a message from rank {s.recv_peer}", s.recv_peer
+        elif send is not None and not send.ready():
+            waits, peer = f"a free slot towards rank {s.send_peer}", s.send_peer
+        else:
+            waits, peer = "a dependency", None
+        return f"in {label}: channel {s.channel} instruction {s.instruction} ({s.op.value}, tile {s.tile}) waits for {waits} on lane {s.lane}", peer
+
+    return where
 
 
 def _incoming(step: Step, recv: Receiver, transports: Transports, check: int | None, me: int, label: str) -> np.ndarray | None:
