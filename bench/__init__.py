@@ -12,7 +12,21 @@ from synccl.bench._backends import Backend, MpiBackend, SynccclBackend, TorchBac
 from synccl.bench._config import BACKENDS, COLLECTIVES, BenchConfig, nccl_type_name, parse_dtype
 from synccl.bench._launch import find_mpiexec, launch
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
-from synccl.bench._report import Record, comparison, float_cell, footer, header, plot, row, write_json
+from synccl.bench._report import (
+    Record,
+    RepeatStats,
+    comparison,
+    float_cell,
+    footer,
+    header,
+    medians,
+    plot,
+    program_note,
+    repeat_stats,
+    repeat_summary,
+    row,
+    write_json,
+)
 from synccl.bench._runner import allocate, measure, run_bench, sweep
 
 __all__ = [
@@ -23,6 +37,7 @@ __all__ = [
     "Layout",
     "MpiBackend",
     "Record",
+    "RepeatStats",
     "SynccclBackend",
     "TorchBackend",
     "allocate",
@@ -39,10 +54,14 @@ __all__ = [
     "layout",
     "make_backend",
     "measure",
+    "medians",
     "nccl_type_name",
     "parse_dtype",
     "plot",
+    "program_note",
     "rank_input",
+    "repeat_stats",
+    "repeat_summary",
     "row",
     "run_bench",
     "sweep",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from synccl._xml_run import lanes_needed
 from synccl.bench._config import BenchConfig, parse_dtype
 from synccl.collectives import Collective, Program, ReduceOp
 from synccl.exceptions import CommError, SyncclError
@@ -367,15 +368,6 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
         return MpiBackend(control)
     raise ValueError(f"bench: unknown backend {name!r}; valid: synccl, torch-synccl, gloo, mpi")
 
-
-def lanes_needed(program: Program) -> int:
-    """The ``SYNCCL_MAX_LANES`` a Program needs: its lanes plus the runtime's point-to-point lane.
-
-    >>> from synccl.collectives import library
-    >>> lanes_needed(library.build("ring", "all_reduce", 4, channels=3))
-    4
-    """
-    return program.nlanes + 1
 
 
 def check_available(names: tuple[str, ...]) -> None:

@@ -6,11 +6,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import ml_dtypes
 import numpy as np
 
 from synccl.collectives import Collective, ReduceOp, library, parse_collective
 from synccl.sim import size_range
+from synccl.units import nccl_type_name, parse_dtype
 
 __all__ = [
     "BACKENDS",
@@ -28,56 +28,7 @@ BACKENDS = ("synccl", "torch-synccl", "gloo", "mpi")
 _OPS = ("sum", "prod", "min", "max", "avg")
 _AVERAGES = ("rank0", "avg", "min", "max")
 
-# nccl-tests type name -> numpy name; numpy names map to themselves.
-_NCCL_NAMES = {"half": "float16", "float": "float32", "double": "float64", "bfloat16": "bfloat16", "int8": "int8", "int32": "int32", "int64": "int64"}
-_ALIASES = {"float16": "float16", "float32": "float32", "float64": "float64", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp64": "float64"}
-_NUMPY = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "int8": np.dtype(np.int8), "int32": np.dtype(np.int32), "int64": np.dtype(np.int64)}
-
 Average = Literal["rank0", "avg", "min", "max"]
-
-
-def parse_dtype(name: str) -> np.dtype:
-    """The numpy dtype for an nccl-tests or numpy type name (``float``, ``half``, ``bfloat16``, ``int32``, ``float64`` ...).
-
-    bfloat16 is ``ml_dtypes.bfloat16``, the numpy spelling torch and JAX interoperate with.
-
-    Parameters
-    ----------
-    name : str
-        ``float``, ``half``, ``bfloat16``, ``double``, ``int8``, ``int32``, ``int64`` (nccl-tests) or
-        ``float32``, ``float16``, ``float64`` (numpy); ``fp16``/``bf16``/``fp32``/``fp64`` too.
-
-    Returns
-    -------
-    numpy.dtype
-        The element type.
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown.
-
-    Examples
-    --------
-    >>> parse_dtype("float"), parse_dtype("half"), parse_dtype("bfloat16").itemsize
-    (dtype('float32'), dtype('float16'), 2)
-    """
-    key = str(name).strip().lower()
-    canonical = _NCCL_NAMES.get(key) or _ALIASES.get(key)
-    if canonical is None:
-        valid = ", ".join(sorted({*_NCCL_NAMES, *_ALIASES}))
-        raise ValueError(f"bench: unknown data type {name!r}; valid: {valid}")
-    return _NUMPY[canonical]
-
-
-def nccl_type_name(dtype: np.dtype) -> str:
-    """The name nccl-tests prints in its ``type`` column.
-
-    >>> nccl_type_name(parse_dtype("float32")), nccl_type_name(parse_dtype("bf16"))
-    ('float', 'bfloat16')
-    """
-    name = np.dtype(dtype).name
-    return next(nccl for nccl, numpy_name in _NCCL_NAMES.items() if numpy_name == name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +144,7 @@ class BenchConfig:
     @property
     def numpy_dtype(self) -> np.dtype:
         """The element type as a numpy dtype."""
-        return _NUMPY[self.dtype]
+        return parse_dtype(self.dtype)
 
     @property
     def reduces(self) -> bool:

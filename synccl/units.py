@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["parse_size", "format_size", "parse_dtype"]
+__all__ = ["parse_size", "format_size", "parse_dtype", "nccl_type_name"]
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
@@ -88,3 +88,15 @@ def parse_dtype(name: str) -> np.dtype:
     import numpy as np
 
     return np.dtype(ml_dtypes.bfloat16) if canonical == "bfloat16" else np.dtype(canonical)
+
+
+def nccl_type_name(dtype: np.dtype) -> str:
+    """The name nccl-tests prints in its ``type`` column.
+
+    >>> nccl_type_name(parse_dtype("float32")), nccl_type_name(parse_dtype("bf16"))
+    ('float', 'bfloat16')
+    """
+    import numpy as np
+
+    name = np.dtype(dtype).name
+    return next(nccl for nccl, numpy_name in _NCCL_NAMES.items() if numpy_name == name)
