@@ -51,7 +51,6 @@ class FailureKind(IntEnum):
     ERROR = 1  # a synccl call failed on it (bad argument, mismatch, timeout, a peer's failure)
     DIED = 2  # its process vanished (seen by a peer)
     RAISED = 3  # an exception outside synccl ended the process
-    EXITED = 4  # the process ended normally with calls still owed
 
 
 class _State(IntEnum):
@@ -71,6 +70,11 @@ class Failure:
     reason: str
 
 
+def _entry(seq: int) -> int:
+    """Word index of the ring entry that holds call ``seq``'s fingerprint."""
+    return _RING_WORD + (seq % _RING) * _ENTRY_WORDS
+
+
 class Board:
     """One rank's board, over the word view ``words`` and byte view ``raw`` of its mailbox."""
 
@@ -86,7 +90,7 @@ class Board:
 
     def post(self, seq: int, fingerprint: Fingerprint) -> None:
         """Publish the fingerprint of call ``seq`` (before the call moves any data)."""
-        at = _RING_WORD + (seq % _RING) * _ENTRY_WORDS
+        at = _entry(seq)
         words = self.words
         words[at] = _BUSY
         self.raw[(at + 1) * 8 : (at + 1) * 8 + _FIELDS_BYTES] = fingerprint.packed
@@ -99,7 +103,7 @@ class Board:
         call (which would wait for this rank forever) raise, naming it and ``reason``.
         """
         text = reason.encode("utf-8", "replace")[:_TEXT_BYTES]
-        at = _RING_WORD + (seq % _RING) * _ENTRY_WORDS
+        at = _entry(seq)
         words = self.words
         words[at] = _BUSY
         self.raw[_REFUSE_TEXT_BYTE : _REFUSE_TEXT_BYTE + len(text)] = text
@@ -139,9 +143,12 @@ class Board:
         return self.words[_DONE]
 
     @property
-    def left(self) -> bool:
-        """Whether the rank closed its communicator or its process ended."""
-        return self.words[_STATE] != _State.RUNNING
+    def left(self) -> str | None:
+        """How the rank left (``"closed its communicator"``, ``"ended its process"``), or ``None``."""
+        state = self.words[_STATE]
+        if state == _State.RUNNING:
+            return None
+        return "closed its communicator" if state == _State.CLOSED else "ended its process"
 
     def compare(self, seq: int, fingerprint: Fingerprint) -> int:
         """:data:`SAME`, :data:`ABSENT` (not posted yet, or overwritten), :data:`DIFFERENT`, or
@@ -150,7 +157,7 @@ class Board:
         words = self.words
         if words[_FAIL_CULPRIT]:
             return FAILED
-        at = _RING_WORD + (seq % _RING) * _ENTRY_WORDS
+        at = _entry(seq)
         if words[at] != seq:
             return ABSENT
         same = self.raw[(at + 1) * 8 : (at + 1) * 8 + _FIELDS_BYTES] == fingerprint.packed
@@ -182,7 +189,7 @@ class Board:
 
     def fingerprint(self, seq: int) -> Fingerprint | None:
         """The fingerprint of call ``seq``, or ``None`` if the rank has not posted it (or moved on)."""
-        at = _RING_WORD + (seq % _RING) * _ENTRY_WORDS
+        at = _entry(seq)
         words = self.words
         if words[at] != seq:
             return None

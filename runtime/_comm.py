@@ -152,7 +152,6 @@ class Communicator:
         self.world.close()
 
     # -- registered memory -----------------------------------------------------------------
-    @_collective_call
     def empty(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """Collectively allocate an array in registered shared memory (zero-copy transfers).
 
@@ -307,20 +306,17 @@ class Communicator:
         self._run(Collective.SCATTER, send, recv, share=recv.size, root=root, algorithm=algorithm)
         return recvbuf
 
-    @_collective_call
     def send(self, buf: Any, dst: int) -> None:
         """Send ``buf`` to rank ``dst`` (which must call :meth:`recv` with a buffer of the same size)."""
         self._check_usable("send")
         p2p.send(self.world, as_array(buf, name="buf", op="send", writable=False), dst, timeout_s=self.config.timeout_s)
 
-    @_collective_call
     def recv(self, buf: Any, src: int) -> Any:
         """Receive from rank ``src`` into ``buf`` and return it."""
         self._check_usable("recv")
         p2p.recv(self.world, as_array(buf, name="buf", op="recv", writable=True), src, timeout_s=self.config.timeout_s)
         return buf
 
-    @_collective_call
     def barrier(self) -> None:
         """Return once every rank has entered the barrier."""
         self.allreduce(np.zeros(1, dtype=np.int8), algorithm="one_shot" if self.world.nnodes == 1 else None)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from synccl.collectives import Collective, Program, library, load_msccl_xml, parse_collective, verify
 from synccl.exceptions import CollectiveError
 
-__all__ = ["Choice", "DEFAULTS", "Selection", "choose", "select", "load_xml", "register_program", "unregister_program", "registered_programs", "registry_version", "build_program"]
+__all__ = ["Choice", "DEFAULTS", "Selection", "select", "load_xml", "register_program", "unregister_program", "registered_programs", "registry_version", "build_program"]
 
 _KIB, _MIB = 1 << 10, 1 << 20
 
@@ -143,25 +143,6 @@ def _parse_override(text: str | None, collective: Collective) -> str | None:
     return general
 
 
-def choose(
-    collective: Collective | str,
-    nbytes: int,
-    *,
-    nranks: int,
-    inplace: bool,
-    root: int | None,
-    local_size: int,
-    algorithm: str | None = None,
-    override: str | None = None,
-) -> Program:
-    """The Program for one call (built once per distinct choice and cached).
-
-    >>> choose("all_reduce", 4096, nranks=4, inplace=True, root=None, local_size=4).name
-    'one_shot_all_reduce_n4'
-    """
-    return select(collective, nbytes, nranks=nranks, inplace=inplace, root=root, local_size=local_size, algorithm=algorithm, override=override).program
-
-
 def select(
     collective: Collective | str,
     nbytes: int,
@@ -173,7 +154,10 @@ def select(
     algorithm: str | None = None,
     override: str | None = None,
 ) -> Selection:
-    """Like :func:`choose`, with the reason for the choice and the byte range it covers.
+    """The Program for one call (built once per distinct choice and cached), why, and the byte range the choice covers.
+
+    >>> select("all_reduce", 4096, nranks=4, inplace=True, root=None, local_size=4).program.name
+    'one_shot_all_reduce_n4'
 
     >>> select("all_reduce", 1 << 20, nranks=4, inplace=True, root=None, local_size=4).source
     'default'

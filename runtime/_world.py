@@ -244,8 +244,9 @@ class World:
             refused = board.refusal(owed) if owed != self.refused_seq else None
             if refused is not None:
                 raise CommError(f"rank {self.rank}: rank {r} refused its call #{owed}: {refused}; noticed {what}", rank=self.rank, peer=r)
-            if board.left:
-                raise CommError(f"rank {self.rank}: rank {r} left (closed its communicator or ended) after {board.completed} calls; noticed {what}", rank=self.rank, peer=r)
+            how = board.left
+            if how is not None:
+                raise CommError(f"rank {self.rank}: rank {r} left ({how}) after {board.completed} calls; noticed {what}", rank=self.rank, peer=r)
             if not _alive(self.pids[r]):
                 raise CommError(f"rank {self.rank}: rank {r} (pid {self.pids[r]}) died {what}", rank=self.rank, peer=r)
 
@@ -256,11 +257,11 @@ class World:
         first, reporter = min(failures, key=lambda item: item[0].time_ns)
         raise CommError(f"rank {self.rank}: {describe_failure(first, reporter)}; noticed {what}", rank=self.rank, peer=first.culprit)
 
-    def abort(self, reason: str, *, seq: int, culprit: int | None = None, kind: FailureKind = FailureKind.ERROR, time_ns: int | None = None) -> None:
+    def abort(self, reason: str, *, seq: int, culprit: int | None = None, kind: FailureKind = FailureKind.ERROR) -> None:
         """Record a failure for the local peers to see (the first one wins), and refuse further calls."""
         self.broken = self.broken or reason
         reason = reason.removeprefix(f"rank {self.rank}: ")
-        self._record(Failure(self.rank if culprit is None else culprit, seq, now_ns() if time_ns is None else time_ns, kind, reason))
+        self._record(Failure(self.rank if culprit is None else culprit, seq, now_ns(), kind, reason))
 
     def refuse(self, seq: int, reason: str) -> None:
         """Tell the local peers this rank rejected the arguments of call ``seq`` (it stays usable)."""
@@ -306,9 +307,9 @@ class World:
         else:
             self.abort(str(err), seq=seq)
 
-    def close(self, *, exited: bool = False) -> None:
+    def close(self) -> None:
         """Finish outstanding MPI requests and tell the local peers this rank has left."""
-        self.board.leave(exited=exited)
+        self.board.leave(exited=False)
         _OPEN.discard(self)
         for request in self._reports:
             request.Test()  # small messages: sent eagerly; never wait on a rank that may be gone
@@ -325,7 +326,6 @@ _PHRASES = {
     FailureKind.ERROR: "failed",
     FailureKind.DIED: "died",
     FailureKind.RAISED: "raised an exception outside synccl",
-    FailureKind.EXITED: "exited",
 }
 
 
