@@ -153,12 +153,13 @@ def test_late_rank_raises_after_its_peers_failed(jobs, no_leftover_segments):
 
 
 def test_timeout_bounds_the_stall_not_the_call(jobs, no_leftover_segments):
-    # Rank 1 is 0.5 s late; the call then streams for about a second in 2 KiB slices: longer than
-    # the 1 s timeout in all, but never a second without progress.
-    env = {"TEST_TIMEOUT": "1", "TEST_LATE": "0.5", "TEST_ELEMENTS": str(8 << 20), "SYNCCL_SLICE_BYTES": "2048"}
+    # Rank 1 is 0.7 s late to a prepared call, which then streams in 1 KiB slices: longer than the
+    # 1 s timeout in all, but never a second without progress.
+    env = {"TEST_TIMEOUT": "1", "TEST_LATE": "0.7", "TEST_ELEMENTS": str(16 << 20), "SYNCCL_SLICE_BYTES": "1024"}
     outs = finish(jobs.spawn(2, FAILURES, "slow_but_moving", env=env))
     assert all(code == 0 for code, _, _ in outs), [(c, o, e[-800:]) for c, o, e in outs]
-    assert elapsed(outs[0][1]) > 1.0, "the call must outlast the timeout for this test to mean anything"
+    call = float(next(line.split()[1] for line in outs[0][1].splitlines() if line.startswith("CALL ")))
+    assert call > 1.0, f"the call ({call:.2f} s) must outlast the timeout for this test to mean anything"
 
 
 def test_missing_peer_times_out_with_a_located_message(jobs, no_leftover_segments):
