@@ -11,12 +11,12 @@ import sys
 from collections.abc import Sequence
 
 from synccl import __version__
-from synccl.cli import _algo, _bench, _run, _sim, _synth, _topo, _verify, _xml
+from synccl.cli import _algo, _bench, _kernels, _run, _sim, _synth, _topo, _verify, _xml
 from synccl.exceptions import SyncclError, VerificationError
 
 __all__ = ["main"]
 
-_COMMANDS = (_topo, _algo, _sim, _verify, _xml, _run, _bench, _synth)
+_COMMANDS = (_topo, _algo, _sim, _verify, _xml, _run, _bench, _synth, _kernels)
 
 
 def build_parser() -> argparse.ArgumentParser:
