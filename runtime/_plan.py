@@ -323,6 +323,9 @@ def compile_plan(
                 ins = ev.instruction
                 src = view(ins.src, src_cls, ev, tile) if ins.src is not None else None
                 dst = view(ins.dst, dst_cls, ev, tile) if ins.dst is not None else None
+                if src is not None and dst is not None and src.shape != dst.shape and src.size == dst.size:
+                    # Contiguous on one side, evenly strided on the other: view both as rows.
+                    src, dst = (src.reshape(dst.shape), dst) if src.ndim == 1 else (src, dst.reshape(src.shape)) if dst.ndim == 1 else (src, dst)
                 if src is not None and dst is not None and src.shape != dst.shape:
                     raise CommError(f"plan: rank {me} channel {ev.channel} instruction {ev.index}: {ins.src} holds {src.size} elements but {ins.dst} holds {dst.size}")
                 shaped = dst if dst is not None else src
