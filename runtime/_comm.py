@@ -24,6 +24,7 @@ from synccl.cache import installed_files
 from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
 from synccl.collectives._oracle import BITWISE_OPS
 from synccl.exceptions import CommError, SyncclError
+from synccl.runtime import _native as native
 from synccl.runtime import _p2p as p2p
 from synccl.runtime._buffers import as_array, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
@@ -115,6 +116,10 @@ class Communicator:
         log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
         if config.topology:
             self._load_installed(config.topology)
+        if config.engine == "native":
+            from synccl.runtime._host_build import host_library
+
+            host_library()  # build or load it now: a missing compiler is an init error, not a call's
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, nodes={self.world.nnodes})"
@@ -418,7 +423,7 @@ class Communicator:
         key = (selection.program.collective, selection.min_bytes, selection.max_bytes, selection.program.name, inplace)
         if key not in self._announced:
             self._announced.add(key)
-            log.info("%s", selection.describe(inplace=inplace, engine="python"))
+            log.info("%s", selection.describe(inplace=inplace, engine=self.config.engine))
 
     def _compile(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], *, op: str, label: str, fingerprint: Fingerprint, average: np.ndarray | None = None) -> _Call:
         dtype = buffers[Buffer.INPUT].dtype
@@ -444,6 +449,14 @@ class Communicator:
         # Lent data costs a round trip at the end of the call (peers must have read it): only lend large slices.
         plan.lends = any(step.lent_at is not None for steps in plan.channels for step in steps)
         prepare(plan)
+        encoded, resync = None, ()
+        if self.config.engine == "native":
+            if native.runs_natively(plan):
+                encoded = native.encode(plan, buffers, op=op, check=self.config.check_calls, local_index=world.local_index, slots=self.config.slots, slot_stride=world.layout.slot_stride)
+            else:
+                log.info("%s: connections over MPI run in the Python executor", label)
+                # Its shared-memory connections' counters may have moved in native calls since.
+                resync = tuple({id(end): end for steps in plan.channels for s in steps for end in (s.receiver, s.sender) if hasattr(end, "resync")}.values())
         # The plan's views keep unregistered user buffers alive: count them against the cache's budget.
         unregistered = {_address(buffers[b]): buffers[b].nbytes for b, where in zip((Buffer.INPUT, Buffer.OUTPUT), located, strict=True) if where is None}
         checked = fingerprint if self.config.check_calls else None
@@ -451,7 +464,7 @@ class Communicator:
         # collectives (a root may receive nothing) compare fingerprints on the boards as well.
         receives = any(step.recv_peer is not None for steps in plan.channels for step in steps)
         compares = program.collective.is_rooted or not receives or isinstance(layout, CountsLayout)
-        return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()), compares=compares)
+        return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()), compares=compares, native=encoded, resync=resync)
 
     def _remember(self, key: tuple, call: _Call) -> None:
         """Keep ``call`` for reuse; drop the oldest calls beyond 32, or beyond the pinned-memory budget.
@@ -478,9 +491,14 @@ class Communicator:
         signature = (call.signature + seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if fingerprint is not None else 0
         try:
             pending = world.begin_call(seq, fingerprint, label, compare=call.compares)
-            execute(call.plan, world, call.combine, signature, fingerprint is not None, self.config.timeout_s, label, seq)
-            if call.plan.lends:
-                self._drain(call.plan, label, seq)
+            if call.native is not None:
+                native.run(call.native, world, signature, self.config.timeout_s, label, seq)
+            else:
+                for end in call.resync:
+                    end.resync()
+                execute(call.plan, world, call.combine, signature, fingerprint is not None, self.config.timeout_s, label, seq)
+                if call.plan.lends:
+                    self._drain(call.plan, label, seq)
             world.end_call(seq, fingerprint, label, pending)
         except CommError as err:
             world.fail_from(err, seq)
@@ -515,6 +533,8 @@ class _Call:
     objects: tuple = ()  # the user's buffer objects the call was prepared for
     pinned: int = 0  # bytes of unregistered user memory the plan keeps alive
     compares: bool = True  # compare fingerprints on the peers' boards (see World.begin_call)
+    native: native.NativePlan | None = None  # the plan in the executor kernel's layout (SYNCCL_ENGINE=native)
+    resync: tuple = ()  # connection ends to bring up to date before the Python executor runs the call
 
 
 def _settings(config: RuntimeConfig) -> str:

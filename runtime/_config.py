@@ -13,6 +13,8 @@ SYNCCL_CHECK_CALLS         check that every rank called the same collective     
 SYNCCL_TOPOLOGY            the job's topology: use the algorithms installed for it  (none)
 SYNCCL_CACHE_BYTES         unregistered user memory prepared calls may keep alive   256 MiB
 SYNCCL_DEBUG               ``INFO``: log settings and each Program chosen (stderr)  (off)
+SYNCCL_ENGINE              ``native`` (the executor kernel's host build) or         python
+                           ``python`` (the reference executor)
 =========================  =======================================================  =========
 
 The timeout bounds the time a rank waits *without progress*: a long call whose peers keep
@@ -27,10 +29,12 @@ from dataclasses import dataclass
 from synccl.exceptions import SyncclError
 from synccl.units import parse_size
 
-__all__ = ["DEBUG_LEVELS", "RuntimeConfig", "from_environment"]
+__all__ = ["DEBUG_LEVELS", "ENGINES", "RuntimeConfig", "from_environment"]
 
 #: ``SYNCCL_DEBUG`` values, as NCCL_DEBUG's: ``WARN`` logs failures, ``INFO`` also settings and choices.
 DEBUG_LEVELS = ("WARN", "INFO")
+#: ``SYNCCL_ENGINE`` values: who executes a rank's plan.
+ENGINES = ("python", "native")
 
 
 class ConfigError(SyncclError, ValueError):
@@ -51,6 +55,7 @@ class RuntimeConfig:
     topology: str | None = None
     cache_bytes: int = 256 << 20
     debug: str | None = None
+    engine: str = "python"
 
 
 def from_environment(**overrides: object) -> RuntimeConfig:
@@ -82,6 +87,8 @@ def from_environment(**overrides: object) -> RuntimeConfig:
         values["topology"] = env["SYNCCL_TOPOLOGY"]
     if env.get("SYNCCL_DEBUG"):
         values["debug"] = env["SYNCCL_DEBUG"].upper()
+    if env.get("SYNCCL_ENGINE"):
+        values["engine"] = env["SYNCCL_ENGINE"].lower()
     if "SYNCCL_CHECK_CALLS" in env:
         values["check_calls"] = env["SYNCCL_CHECK_CALLS"] not in ("0", "false", "no", "")
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -93,6 +100,8 @@ def from_environment(**overrides: object) -> RuntimeConfig:
         raise ConfigError(f"runtime settings: cache_bytes must be >= 0, got {config.cache_bytes!r}")
     if config.debug is not None and config.debug not in DEBUG_LEVELS:
         raise ConfigError(f"runtime settings: SYNCCL_DEBUG must be one of {', '.join(DEBUG_LEVELS)}, got {config.debug!r}")
+    if config.engine not in ENGINES:
+        raise ConfigError(f"runtime settings: SYNCCL_ENGINE must be one of {', '.join(ENGINES)}, got {config.engine!r}")
     if config.local_size is not None and config.local_size < 1:
         raise ConfigError(f"runtime settings: local_size must be >= 1, got {config.local_size!r}")
     return config

@@ -31,7 +31,7 @@ from functools import cache
 from pathlib import Path
 
 from synccl.cache import kernels_dir
-from synccl.exceptions import SyncclError
+from synccl.exceptions import KernelBuildError, SyncclError
 from synccl.runtime._kernel_source import GPU_ENTRY, KERNEL_DIR, sources
 
 __all__ = [
@@ -56,14 +56,6 @@ BASE_OPTIONS = ("--std=c++17", "--ptxas-options=--verbose")
 _INSTALL_HINT = "pip install nvidia-cuda-nvrtc-cu12"
 _ARCH = re.compile(r"sm_\d+[a-z]?")
 _NVRTC_SUCCESS = 0
-
-
-class KernelBuildError(SyncclError, RuntimeError):
-    """NVRTC failed, or its output could not be read; ``log`` holds the compiler's full log."""
-
-    def __init__(self, message: str, *, log: str = "") -> None:
-        self.log = log
-        super().__init__(message)
 
 
 class NvrtcNotFoundError(KernelBuildError):

@@ -23,14 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from synccl.runtime._board import BOARD_BYTES, Board
+from synccl.runtime._kernel_abi import Desc, MessageKind
 
 __all__ = ["Segment", "remove_stale_segments", "Mailbox", "ShmSender", "ShmReceiver", "INLINE", "BY_REFERENCE"]
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - POSIX shared memory; files are O_EXCL, mode 0600, random names
 PREFIX = "synccl-"
 _LINE = 64  # bytes per cache line: head and tail live on separate lines
-_DESC_WORDS = 8  # int64 words per slot descriptor
-INLINE, BY_REFERENCE = 0, 1
+INLINE, BY_REFERENCE = int(MessageKind.INLINE), int(MessageKind.BY_REFERENCE)
+# Descriptor words as plain ints (the hot path of the Python executor indexes with them).
+_DESC_WORDS, _NBYTES, _SIGNATURE, _KIND, _REGION, _OFFSET = (int(d) for d in (Desc.COUNT, Desc.NBYTES, Desc.SIGNATURE, Desc.KIND, Desc.REGION, Desc.OFFSET))
 
 
 class Segment:
@@ -129,8 +131,13 @@ class MailboxLayout:
         return _round_up(2 * _LINE + self.slots * _DESC_WORDS * 8, mmap.PAGESIZE)
 
     @property
+    def slot_stride(self) -> int:
+        """Bytes from one slot of a connection to the next (slots start on page boundaries)."""
+        return _round_up(self.slot_bytes, mmap.PAGESIZE)
+
+    @property
     def connection_bytes(self) -> int:
-        return self.control_bytes + self.slots * _round_up(self.slot_bytes, mmap.PAGESIZE)
+        return self.control_bytes + self.slots * self.slot_stride
 
     @property
     def size(self) -> int:
@@ -153,13 +160,13 @@ class Mailbox:
         # Control words through a memoryview: item access is several times cheaper than numpy's.
         self.words = memoryview(segment.buf).cast("q")
         self.board = Board(self.words, memoryview(segment.buf))
+        self.address = segment.array(np.uint8, 0, 1).__array_interface__["data"][0]  # for the native engine
 
     def connection(self, peer: int, lane: int) -> tuple[int, int, int, list[np.ndarray]]:
         """Word indices of ``head``, ``tail`` and the first descriptor, and the slots' bytes."""
         lay = self.layout
         base = lay.offset(peer, lane)
-        stride = _round_up(lay.slot_bytes, mmap.PAGESIZE)
-        slots = [self.segment.array(np.uint8, base + lay.control_bytes + k * stride, lay.slot_bytes) for k in range(lay.slots)]
+        slots = [self.segment.array(np.uint8, base + lay.control_bytes + k * lay.slot_stride, lay.slot_bytes) for k in range(lay.slots)]
         return base // 8, (base + _LINE) // 8, (base + 2 * _LINE) // 8, slots
 
 
@@ -169,6 +176,7 @@ class ShmSender:
     def __init__(self, mailbox: Mailbox, my_local_index: int, lane: int) -> None:
         self.words = mailbox.words
         self.head_at, self.tail_at, self.desc_at, self.slot_arrays = mailbox.connection(my_local_index, lane)
+        self.mailbox_address = mailbox.address
         self.slots = mailbox.layout.slots
         self.head = self.words[self.head_at]
 
@@ -184,18 +192,22 @@ class ShmSender:
         """Make the current slot visible to the receiver (data first, then ``head``)."""
         words = self.words
         at = self.desc_at + (self.head % self.slots) * _DESC_WORDS
-        words[at] = nbytes
-        words[at + 1] = signature
-        words[at + 2] = kind
+        words[at + _NBYTES] = nbytes
+        words[at + _SIGNATURE] = signature
+        words[at + _KIND] = kind
         if kind != INLINE:
-            words[at + 3] = region
-            words[at + 4] = offset
+            words[at + _REGION] = region
+            words[at + _OFFSET] = offset
         self.head += 1
         words[self.head_at] = self.head
 
     def drained(self) -> bool:
         """Whether the receiver has consumed everything sent so far."""
         return self.words[self.tail_at] >= self.head
+
+    def resync(self) -> None:
+        """Take up the counter from memory, where the native engine advanced it."""
+        self.head = self.words[self.head_at]
 
 
 class ShmReceiver:
@@ -204,6 +216,7 @@ class ShmReceiver:
     def __init__(self, mailbox: Mailbox, peer_local_index: int, lane: int) -> None:
         self.words = mailbox.words
         self.head_at, self.tail_at, self.desc_at, self.slot_arrays = mailbox.connection(peer_local_index, lane)
+        self.mailbox_address = mailbox.address
         self.slots = mailbox.layout.slots
         self.tail = self.words[self.tail_at]
 
@@ -219,9 +232,13 @@ class ShmReceiver:
         """``(nbytes, signature, kind, region, offset)`` of the waiting message."""
         at = self.desc_at + (self.tail % self.slots) * _DESC_WORDS
         w = self.words
-        return w[at], w[at + 1], w[at + 2], w[at + 3], w[at + 4]
+        return w[at + _NBYTES], w[at + _SIGNATURE], w[at + _KIND], w[at + _REGION], w[at + _OFFSET]
 
     def release(self) -> None:
         """Hand the slot back to the sender."""
         self.tail += 1
         self.words[self.tail_at] = self.tail
+
+    def resync(self) -> None:
+        """Take up the counter from memory, where the native engine advanced it."""
+        self.tail = self.words[self.tail_at]

@@ -64,6 +64,8 @@ class World:
         self.regions: list[Segment] = []  # registered buffers of this rank
         self.region_bases: list[int] = []
         self.peer_regions: dict[tuple[int, int], np.ndarray] = {}
+        # The same bases for the native engine: [local index of the peer][region] -> address.
+        self.region_table = np.zeros((len(self.local_ranks), 8), dtype=np.int64)
         self.broken: str | None = None
         self.current_seq = 0  # the call in progress, or the last one
         self.current_fingerprint: Fingerprint | None = None
@@ -115,7 +117,15 @@ class World:
                 self.region_bases.append(view.__array_interface__["data"][0] if sizes[r] else 0)
             else:
                 self.peer_regions[r, region] = view
+                self._table_region(self.local_index[r], region, view)
         return mapped[self.rank].array(np.uint8, 0, int(nbytes)) if nbytes else np.empty(0, np.uint8)
+
+    def _table_region(self, peer_index: int, region: int, view: np.ndarray) -> None:
+        if region >= self.region_table.shape[1]:  # grow; launches read the table's address each time
+            grown = np.zeros((self.region_table.shape[0], 2 * region), dtype=np.int64)
+            grown[:, : self.region_table.shape[1]] = self.region_table
+            self.region_table = grown
+        self.region_table[peer_index, region] = view.__array_interface__["data"][0] if view.size else 0
 
     def locate(self, array: np.ndarray) -> tuple[int, int] | None:
         """``(region, offset)`` when ``array`` lies in one of this rank's registered regions."""

@@ -24,6 +24,7 @@ __all__ = [
     "Infeasible",
     "SolverTimeout",
     "CommError",
+    "KernelBuildError",
 ]
 
 
@@ -99,4 +100,12 @@ class CommError(SyncclError, RuntimeError):
         self.rank = rank
         self.op = op
         self.peer = peer
+        super().__init__(message)
+
+
+class KernelBuildError(SyncclError, RuntimeError):
+    """Building the executor kernel failed (NVRTC or the host C++ compiler); ``log`` holds the compiler's output."""
+
+    def __init__(self, message: str, *, log: str = "") -> None:
+        self.log = log
         super().__init__(message)

@@ -23,8 +23,9 @@ from synccl.runtime import register_program, unregister_program
 
 
 def ran(comm: synccl.Communicator, program) -> bool:
-    """Whether ``comm`` prepared a call with ``program`` (the runtime's cache of prepared calls)."""
-    return any(call.program is program for call in comm._calls.values())
+    """Whether ``comm`` prepared a call with ``program`` (the runtime's cache of prepared calls), on the engine it was asked for."""
+    native = comm.config.engine == "native"
+    return any(call.program is program and (call.native is not None) == native for call in comm._calls.values())
 
 
 def check_reregistration(comm: synccl.Communicator) -> list[str]:

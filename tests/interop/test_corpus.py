@@ -92,7 +92,8 @@ def _slow_selected(config: pytest.Config) -> bool:
 
 
 @pytest.mark.parametrize("nranks", [2, 4, 8, 16, pytest.param(32, marks=pytest.mark.slow)])
-def test_accepted_files_run_with_correct_numbers(nranks, request, msccl_corpus, jobs, no_leftover_segments):
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_accepted_files_run_with_correct_numbers(nranks, engine, request, msccl_corpus, jobs, no_leftover_segments):
     if nranks == 32 and not _slow_selected(request.config):
         pytest.skip("32 oversubscribed ranks on 2 cores take ~80 s (one 256-chunk allpairs allreduce); select with -m slow")
     rows = [row for row in ROWS if int(row["ranks"]) == nranks and row["file"] not in EXPECTED_REJECTIONS]
@@ -100,7 +101,7 @@ def test_accepted_files_run_with_correct_numbers(nranks, request, msccl_corpus, 
         pytest.skip(f"no accepted corpus file for {nranks} ranks")
     paths = [msccl_corpus / row["file"] for row in rows]
     lanes = max([8] + [lanes_needed(load_msccl_xml(p)) for p in paths])
-    proc = jobs.mpiexec(nranks, WORKER, *map(str, paths), env={"SYNCCL_MAX_LANES": str(lanes)}, timeout=300)
+    proc = jobs.mpiexec(nranks, WORKER, *map(str, paths), env={"SYNCCL_MAX_LANES": str(lanes), "SYNCCL_ENGINE": engine}, timeout=300)
     assert proc.returncode == 0 and "FAIL" not in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"DONE {1 + 2 * len(rows)} 0" in proc.stdout, proc.stdout[-3000:]
     for row in rows:

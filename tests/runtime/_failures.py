@@ -20,7 +20,9 @@ from synccl.exceptions import CommError
 
 
 def main(scenario: str) -> int:
-    comm = synccl.init(timeout_s=float(os.environ.get("TEST_TIMEOUT", "20")))
+    # TEST_RANK1_ENGINE: rank 1 runs another engine than SYNCCL_ENGINE says (a slow peer for a fast rank).
+    other = {"engine": os.environ["TEST_RANK1_ENGINE"]} if os.environ.get("RANK") == "1" and os.environ.get("TEST_RANK1_ENGINE") else {}
+    comm = synccl.init(timeout_s=float(os.environ.get("TEST_TIMEOUT", "20")), **other)
     print(f"READY {comm.rank}", flush=True)
     buf = np.ones(1 << 20, np.float32)
     started = time.monotonic()

@@ -140,6 +140,10 @@ def main(mode: str) -> int:
             run.failures.append(f"torch bfloat16 allreduce: rank {comm.rank} got {tb}")
     except ImportError:
         pass
+    if comm.config.engine == "native" and comm.world.nnodes == 1:  # the kernel ran them, not the Python executor
+        elsewhere = sorted({call.label for call in comm._calls.values() if call.native is None})
+        if elsewhere:
+            run.failures.append(f"native engine: rank {comm.rank} ran {elsewhere} in the Python executor")
     comm.barrier()
     print(f"RESULT {comm.rank} {run.cases} {len(run.failures)}", flush=True)
     for f in run.failures[:5]:
