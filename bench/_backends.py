@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from synccl._xml_run import lanes_needed
-from synccl.bench._config import BenchConfig, parse_dtype
+from synccl.bench._config import BACKENDS, BenchConfig, parse_dtype
 from synccl.collectives import Collective, Program, ReduceOp
 from synccl.exceptions import CommError, SyncclError
 
@@ -103,6 +103,9 @@ class SynccclBackend(Backend):
         enough lanes for it); its Program then wins selection for the calls it matches.
     collective : Collective or None
         With ``xml``: the collective being measured, which the file must implement.
+    engine : str or None
+        ``"native"`` or ``"python"`` (the backend is then named ``synccl-<engine>``); ``None``
+        takes ``SYNCCL_ENGINE``.
 
     Raises
     ------
@@ -116,15 +119,17 @@ class SynccclBackend(Backend):
 
     name = "synccl"
 
-    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None, xml: str | None = None, collective: Collective | None = None) -> None:
+    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None, xml: str | None = None, collective: Collective | None = None, engine: str | None = None) -> None:
         super().__init__(control)
+        if engine is not None:
+            self.name = f"synccl-{engine}"
         import synccl
 
         if not hasattr(synccl, "init"):
             raise SyncclError(_NO_RUNTIME)
         self._synccl = synccl
         self._program: Program | None = None
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = {"engine": engine}
         if xml is not None:
             from synccl.runtime import from_environment, unregister_program
 
@@ -358,15 +363,16 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
     [2.0, 2.0, 2.0, 2.0]
     >>> backend.close()
     """
-    if name == "synccl":
-        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm, xml=config.xml, collective=config.collective)
+    if name in ("synccl", "synccl-native", "synccl-python"):
+        engine = name.removeprefix("synccl-") if name != "synccl" else None
+        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm, xml=config.xml, collective=config.collective, engine=engine)
     if name == "gloo":
         return TorchBackend(control, "gloo")
     if name == "torch-synccl":
         return TorchBackend(control, "synccl")
     if name == "mpi":
         return MpiBackend(control)
-    raise ValueError(f"bench: unknown backend {name!r}; valid: synccl, torch-synccl, gloo, mpi")
+    raise ValueError(f"bench: unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
 
 
 
@@ -388,7 +394,7 @@ def check_available(names: tuple[str, ...]) -> None:
 
     if importlib.util.find_spec("mpi4py") is None:
         raise SyncclError("bench: needs mpi4py (pip install mpi4py mpich) to coordinate the ranks")
-    if "synccl" in names and not hasattr(synccl, "init"):
+    if any(name.startswith("synccl") for name in names) and not hasattr(synccl, "init"):
         raise SyncclError(_NO_RUNTIME)
     for torch_backend in ("gloo", "torch-synccl"):
         if torch_backend in names and importlib.util.find_spec("torch") is None:

@@ -22,9 +22,10 @@ __all__ = [
 
 #: The collectives ``synccl bench`` measures.
 COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL, Collective.BROADCAST)
-#: Backends the benchmark can run: synccl's runtime (directly, or through torch.distributed as
-#: "torch-synccl"), torch.distributed's gloo, MPI through mpi4py.
-BACKENDS = ("synccl", "torch-synccl", "gloo", "mpi")
+#: Backends the benchmark can run: synccl's runtime (directly with the engine SYNCCL_ENGINE
+#: selects, or with a named engine: "synccl-native", "synccl-python"; or through
+#: torch.distributed as "torch-synccl"), torch.distributed's gloo, MPI through mpi4py.
+BACKENDS = ("synccl", "synccl-native", "synccl-python", "torch-synccl", "gloo", "mpi")
 _OPS = ("sum", "prod", "min", "max", "avg")
 _AVERAGES = ("rank0", "avg", "min", "max")
 
@@ -117,7 +118,7 @@ class BenchConfig:
         object.__setattr__(self, "collective", coll)
         if self.algorithm is not None:
             library.get(self.algorithm, coll)
-        if self.xml is not None and (self.algorithm is not None or "synccl" not in self.backends):
+        if self.xml is not None and (self.algorithm is not None or not any(b.startswith("synccl") for b in self.backends)):
             raise ValueError(f"bench: --xml {self.xml!r} applies to the 'synccl' backend and excludes --algorithm")
         object.__setattr__(self, "dtype", parse_dtype(self.dtype).name)
         object.__setattr__(self, "backends", tuple(self.backends))

@@ -126,7 +126,7 @@ def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devi
     #        (B)    (elements)                               (us)  (GB/s)  (GB/s)             (us)  (GB/s)  (GB/s)
     """
     detail = ""
-    if backend == "synccl":
+    if backend.startswith("synccl"):
         detail = f" ({'registered' if config.registered else 'unregistered'} buffers, algorithm {config.algorithm or ('from ' + config.xml if config.xml else 'auto')})"
     lines = [
         f"# synccl bench: {backend} ({version})",

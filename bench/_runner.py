@@ -261,7 +261,7 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
         want = expected_output(lay, rank, dtype, config.op, config.root)
         wrong = int(control.allreduce(count_wrong(got, want, op=config.op, reduces=config.reduces)))
     algbw = lay.size_bytes / seconds / 1e9 if seconds > 0 else 0.0
-    synccl = backend.name == "synccl"
+    synccl = backend.name.startswith("synccl")
     selection = backend.selection(config.collective, send, recv, inplace=inplace, root=config.root)
     return Record(
         backend=backend.name,
