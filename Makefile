@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
+	$(BIN)/synccl kernels --host --arch sm_80,sm_90 > /dev/null  # build the executor kernel once, into the cache
 	touch $(STAMP)
 
 demo: setup

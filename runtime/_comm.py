@@ -23,7 +23,7 @@ import numpy as np
 from synccl.cache import installed_files
 from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
 from synccl.collectives._oracle import BITWISE_OPS
-from synccl.exceptions import CommError, SyncclError
+from synccl.exceptions import CommError, KernelBuildError, SyncclError
 from synccl.runtime import _native as native
 from synccl.runtime import _p2p as p2p
 from synccl.runtime._buffers import as_array, is_torch
@@ -83,7 +83,7 @@ def init(*, rendezvous: Rendezvous | None = None, **settings: Any) -> Communicat
     ``torchrun --nproc-per-node N app.py`` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
     ``MASTER_PORT``); a plain ``python app.py`` is a job of one rank. Keyword settings override
     the ``SYNCCL_*`` environment (``timeout_s``, ``slice_bytes``, ``slots``, ``max_lanes``,
-    ``local_size``, ``algorithm``, ``check_calls``).
+    ``local_size``, ``algorithm``, ``check_calls``, ``engine``).
 
     Examples
     --------
@@ -101,7 +101,9 @@ class Communicator:
     """The ranks of one job and the collectives among them (create it with :func:`init`)."""
 
     def __init__(self, rendezvous: Rendezvous, config: RuntimeConfig) -> None:
-        self.config = config
+        if config.debug:
+            enable_debug_log(config.debug, rendezvous.rank)
+        self.config = config = replace(config, engine=_engine(config.engine, rendezvous.rank))
         self.world = World(rendezvous, config)
         self.rank = self.world.rank
         self.size = self.world.size
@@ -111,15 +113,9 @@ class Communicator:
         self._pinned_bytes = 0  # user memory the prepared calls keep alive
         self._spares: dict[tuple[int, np.dtype], np.ndarray] = {}  # receive buffers of non-roots
         self._announced: set[tuple] = set()  # selections already logged
-        if config.debug:
-            enable_debug_log(config.debug, self.rank)
         log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
         if config.topology:
             self._load_installed(config.topology)
-        if config.engine == "native":
-            from synccl.runtime._host_build import host_library
-
-            host_library()  # build or load it now: a missing compiler is an init error, not a call's
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, nodes={self.world.nnodes})"
@@ -535,6 +531,25 @@ class _Call:
     compares: bool = True  # compare fingerprints on the peers' boards (see World.begin_call)
     native: native.NativePlan | None = None  # the plan in the executor kernel's layout (SYNCCL_ENGINE=native)
     resync: tuple = ()  # connection ends to bring up to date before the Python executor runs the call
+
+
+def _engine(requested: str, rank: int) -> str:
+    """The engine that runs this rank's plans: the native one is built (or loaded) now, at ``init``.
+
+    ``auto`` falls back to the Python executor when the kernel cannot be built here, saying why.
+    """
+    if requested == "python":
+        return "python"
+    from synccl.runtime._host_build import host_library
+
+    try:
+        host_library()
+    except KernelBuildError as err:
+        if requested == "native":
+            raise CommError(f"init: SYNCCL_ENGINE=native: {err}", rank=rank) from None
+        log.warning("rank %d: the native engine is unavailable (%s); using the Python executor", rank, err)
+        return "python"
+    return "native"
 
 
 def _settings(config: RuntimeConfig) -> str:

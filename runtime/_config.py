@@ -13,8 +13,9 @@ SYNCCL_CHECK_CALLS         check that every rank called the same collective     
 SYNCCL_TOPOLOGY            the job's topology: use the algorithms installed for it  (none)
 SYNCCL_CACHE_BYTES         unregistered user memory prepared calls may keep alive   256 MiB
 SYNCCL_DEBUG               ``INFO``: log settings and each Program chosen (stderr)  (off)
-SYNCCL_ENGINE              ``native`` (the executor kernel's host build) or         python
-                           ``python`` (the reference executor)
+SYNCCL_ENGINE              ``native``: the executor kernel's host build; ``python``: auto
+                           the reference executor; ``auto``: native when a C++
+                           compiler can build it, else python
 =========================  =======================================================  =========
 
 The timeout bounds the time a rank waits *without progress*: a long call whose peers keep
@@ -34,7 +35,7 @@ __all__ = ["DEBUG_LEVELS", "ENGINES", "RuntimeConfig", "from_environment"]
 #: ``SYNCCL_DEBUG`` values, as NCCL_DEBUG's: ``WARN`` logs failures, ``INFO`` also settings and choices.
 DEBUG_LEVELS = ("WARN", "INFO")
 #: ``SYNCCL_ENGINE`` values: who executes a rank's plan.
-ENGINES = ("python", "native")
+ENGINES = ("auto", "native", "python")
 
 
 class ConfigError(SyncclError, ValueError):
@@ -55,7 +56,7 @@ class RuntimeConfig:
     topology: str | None = None
     cache_bytes: int = 256 << 20
     debug: str | None = None
-    engine: str = "python"
+    engine: str = "auto"
 
 
 def from_environment(**overrides: object) -> RuntimeConfig:

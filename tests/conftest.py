@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synccl.cache import kernels_dir
 from synccl.collectives import Collective, Program, expected_outputs, verify
 from synccl.runtime import run_reference
+
+# Every job of the session finds the executor kernel where `make setup` built it, even in tests
+# that point SYNCCL_CACHE_DIR elsewhere (they would otherwise rebuild it, about 8 s a time).
+os.environ.setdefault("SYNCCL_KERNEL_CACHE", str(kernels_dir()))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: The MSCCL XML corpus: $SYNCCL_MSCCL_CORPUS, else ../shared/msccl-xml beside the repository

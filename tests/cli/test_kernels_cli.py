@@ -47,3 +47,18 @@ def test_a_bad_architecture_is_a_one_line_error(capsys, arch):
     assert main(["kernels", "--arch", arch]) == 2
     err = capsys.readouterr().err
     assert err.startswith("synccl kernels: error:") and err.count("\n") == 1
+
+
+def test_host_adds_the_native_engines_library(capsys):
+    try:
+        nvrtc_version()
+    except NvrtcNotFoundError as err:
+        pytest.skip(str(err))
+    assert main(["kernels", "--host", "--arch", "sm_80", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["arch"] for r in records] == ["sm_80", "host"]
+    host = records[1]
+    assert host["library"].endswith(".so") and host["source"] in ("cached", "compiled")
+    from pathlib import Path
+
+    assert Path(host["library"]).is_file()

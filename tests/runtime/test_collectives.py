@@ -1,4 +1,4 @@
-"""Every collective x algorithm x size, dtypes and ops, against numpy, on real processes."""
+"""Every collective x algorithm x size, dtypes and ops, against numpy, on real processes (Python executor)."""
 
 import re
 from pathlib import Path
@@ -6,6 +6,12 @@ from pathlib import Path
 import pytest
 
 MATRIX = Path(__file__).with_name("_matrix.py")
+
+
+@pytest.fixture(autouse=True)
+def reference_executor(monkeypatch):
+    """These jobs run the Python executor, the reference (test_native_engine.py runs the kernel)."""
+    monkeypatch.setenv("SYNCCL_ENGINE", "python")
 
 
 def assert_all_ranks_pass(proc, n):

@@ -10,6 +10,7 @@ kernel source are exercised on every run. The corpus runs natively in tests/inte
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import subprocess
 import sys
@@ -81,4 +82,21 @@ def test_python_and_native_ranks_read_each_others_messages(jobs, tmp_path, no_le
 
 def test_an_unknown_engine_is_refused_naming_it():
     done = subprocess.run([sys.executable, "-c", "import synccl; synccl.init(engine='fpga')"], capture_output=True, text=True, check=False, timeout=60)
-    assert done.returncode != 0 and "SYNCCL_ENGINE must be one of python, native, got 'fpga'" in done.stderr
+    assert done.returncode != 0 and "SYNCCL_ENGINE must be one of auto, native, python, got 'fpga'" in done.stderr
+
+
+def _init_with(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    code = "import synccl; c = synccl.init(); print('ENGINE', c.config.engine); c.close()"
+    full = {**os.environ, "SYNCCL_KERNEL_CACHE": str(tmp_path), "CXX": "false", "SYNCCL_DEBUG": "WARN", **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, check=False, timeout=60)
+
+
+def test_auto_falls_back_to_the_python_executor_saying_why(tmp_path):
+    done = _init_with({"SYNCCL_ENGINE": "auto"}, tmp_path)
+    assert done.returncode == 0 and "ENGINE python" in done.stdout, done.stderr
+    assert "the native engine is unavailable" in done.stderr and "building the host kernel with false failed" in done.stderr
+
+
+def test_native_asked_for_but_unbuildable_is_an_init_error(tmp_path):
+    done = _init_with({"SYNCCL_ENGINE": "native"}, tmp_path)
+    assert done.returncode != 0 and "init: SYNCCL_ENGINE=native: native engine: building the host kernel with false failed" in done.stderr, done.stderr
