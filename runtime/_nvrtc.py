@@ -318,7 +318,7 @@ def parse_ptxas_log(log: str) -> PtxasUsage:
     >>> parse_ptxas_log("ptxas info    : 0 bytes gmem")
     Traceback (most recent call last):
     ...
-    synccl.runtime._nvrtc.KernelBuildError: ptxas report: no kernel compiled (no "Compiling entry function" line: does the source define an extern "C" __global__ function?)
+    synccl.exceptions.KernelBuildError: ptxas report: no kernel compiled (no "Compiling entry function" line: does the source define an extern "C" __global__ function?)
     """
     kernels = tuple(_ENTRY.findall(log))
     registers = [int(n) for n in _REGISTERS.findall(log)]

@@ -70,7 +70,17 @@ class StoreRendezvous:
         return [pickle.loads(self.store.get(f"{key}/{r}")) for r in range(self.size)]  # noqa: S301
 
     def barrier(self) -> None:
+        """Return once every rank has entered; the store's host (rank 0) only once every rank has left.
+
+        Rank 0 runs the store (as torch does) and may end its process right after the barrier: the
+        others must not be left mid-read of a store that is gone.
+        """
         self.allgather(None)
+        key = f"{self.prefix}/{self._round}/left"
+        if self.rank != 0:
+            self.store.set(f"{key}/{self.rank}", b"")
+        else:
+            self.store.wait([f"{key}/{r}" for r in range(1, self.size)])
 
 
 class SingleRendezvous:

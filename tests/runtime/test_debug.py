@@ -29,9 +29,9 @@ def test_info_logs_settings_and_each_distinct_choice_once():
     assert any("settings: timeout_s=60.0" in line and "debug='INFO'" in line for line in lines), lines
     choices = [line.split(" synccl INFO ", 1)[1] for line in lines if " -> " in line]
     assert choices == [
-        "all_reduce [0B, 256KiB) in place -> one_shot_all_reduce_n1 (default), engine python",
-        "all_reduce [256KiB, inf) in place -> ring_all_reduce_n1_c1 (default), engine python",
-        "all_reduce [0B, inf) in place -> ring_all_reduce_n1_c1 (algorithm= argument), engine python",
+        "all_reduce [0B, 256KiB) in place -> one_shot_all_reduce_n1 (default), engine native",
+        "all_reduce [256KiB, inf) in place -> ring_all_reduce_n1_c1 (default), engine native",
+        "all_reduce [0B, inf) in place -> ring_all_reduce_n1_c1 (algorithm= argument), engine native",
     ], lines
 
 
