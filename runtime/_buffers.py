@@ -1,4 +1,9 @@
-"""User buffers as flat numpy arrays: numpy arrays as they are, CPU torch tensors as zero-copy views."""
+"""User buffers as flat numpy arrays: numpy arrays as they are, CPU torch tensors as zero-copy views.
+
+GPU buffers (CuPy arrays, CUDA torch tensors: anything with ``__cuda_array_interface__``) become
+placeholders of the same dtype and size whose addresses stand for the device memory
+(:mod:`synccl.runtime._cuda_arrays`); the CUDA engine runs the collectives on them.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import ml_dtypes
 import numpy as np
 
 from synccl.exceptions import CommError
+from synccl.runtime._cuda_arrays import placeholder_array
 
-__all__ = ["DTYPES", "as_array", "dtype_code", "is_torch"]
+__all__ = ["DTYPES", "as_array", "dtype_code", "is_cuda_array", "is_torch"]
 
 #: The element types the runtime moves and reduces, in the order of their call-check codes.
 DTYPES: tuple[np.dtype, ...] = tuple(
@@ -28,13 +34,32 @@ def is_torch(obj: Any) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "data_ptr")
 
 
-def as_array(obj: Any, *, name: str, op: str, writable: bool) -> np.ndarray:
-    """A flat numpy view of a contiguous numpy array or CPU torch tensor (no copy).
+def is_cuda_array(obj: Any) -> bool:
+    """Whether ``obj`` lives in GPU memory: a CUDA torch tensor or an object with ``__cuda_array_interface__``.
+
+    >>> class Buffer:
+    ...     __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (0x7f0000000000, False), "version": 3}
+    >>> is_cuda_array(Buffer()), is_cuda_array(np.zeros(4))
+    (True, False)
+    """
+    if is_torch(obj):
+        return obj.device.type == "cuda"  # every tensor has the attribute; CPU ones raise when it is read
+    return hasattr(obj, "__cuda_array_interface__")
+
+
+def as_array(obj: Any, *, name: str, op: str, writable: bool, device_ok: bool = True) -> np.ndarray:
+    """A flat numpy view of a contiguous numpy array or CPU torch tensor (no copy), or a GPU buffer's placeholder.
+
+    ``device_ok=False`` refuses GPU buffers (for operations without a GPU path).
 
     >>> as_array(np.zeros((2, 3), np.float32), name="buf", op="allreduce", writable=True).shape
     (6,)
     """
-    if is_torch(obj):
+    if is_cuda_array(obj):
+        if not device_ok:
+            raise CommError(f"{op}: {name} is in GPU memory, which {op} does not move yet; pass a host array", op=op)
+        arr = placeholder_array(obj, name=name, op=op)
+    elif is_torch(obj):
         arr = _torch_view(obj, name=name, op=op)
     elif isinstance(obj, np.ndarray):
         arr = obj
@@ -54,7 +79,7 @@ def _torch_view(tensor: Any, *, name: str, op: str) -> np.ndarray:
     import torch
 
     if tensor.device.type != "cpu":
-        raise CommError(f"{op}: {name} is on {tensor.device}; the CPU runtime moves CPU tensors (the GPU runtime needs a CUDA device)", op=op)
+        raise CommError(f"{op}: {name} is on {tensor.device}; the CPU runtime moves CPU tensors (the GPU runtime moves CUDA ones)", op=op)
     if not tensor.is_contiguous():
         raise CommError(f"{op}: {name} must be contiguous; call .contiguous() first", op=op)
     if tensor.dtype == torch.bfloat16:

@@ -28,6 +28,8 @@ from synccl.runtime import _native as native
 from synccl.runtime import _p2p as p2p
 from synccl.runtime._buffers import as_array, is_torch
 from synccl.runtime._config import RuntimeConfig, from_environment
+from synccl.runtime._cuda import CudaEngine, CudaPlan
+from synccl.runtime._cuda_arrays import on_device
 from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._fingerprint import Fingerprint, call_fingerprint, signature
 from synccl.runtime._log import enable_debug_log
@@ -113,6 +115,7 @@ class Communicator:
         self._pinned_bytes = 0  # user memory the prepared calls keep alive
         self._spares: dict[tuple[int, np.dtype], np.ndarray] = {}  # receive buffers of non-roots
         self._announced: set[tuple] = set()  # selections already logged
+        self._cuda: CudaEngine | None = None  # the GPU side, set up by the first call on GPU buffers
         log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
         if config.topology:
             self._load_installed(config.topology)
@@ -148,6 +151,8 @@ class Communicator:
         if self._closed:
             return
         self._closed = True
+        if self._cuda is not None:
+            self._cuda.close()  # after its queued calls have run
         self._calls.clear()
         self._pinned_bytes = 0
         self.world.close()
@@ -310,17 +315,31 @@ class Communicator:
     def send(self, buf: Any, dst: int) -> None:
         """Send ``buf`` to rank ``dst`` (which must call :meth:`recv` with a buffer of the same size)."""
         self._check_usable("send")
-        p2p.send(self.world, as_array(buf, name="buf", op="send", writable=False), dst, timeout_s=self.config.timeout_s)
+        p2p.send(self.world, as_array(buf, name="buf", op="send", writable=False, device_ok=False), dst, timeout_s=self.config.timeout_s)
 
     def recv(self, buf: Any, src: int) -> Any:
         """Receive from rank ``src`` into ``buf`` and return it."""
         self._check_usable("recv")
-        p2p.recv(self.world, as_array(buf, name="buf", op="recv", writable=True), src, timeout_s=self.config.timeout_s)
+        p2p.recv(self.world, as_array(buf, name="buf", op="recv", writable=True, device_ok=False), src, timeout_s=self.config.timeout_s)
         return buf
 
     def barrier(self) -> None:
         """Return once every rank has entered the barrier."""
         self.allreduce(np.zeros(1, dtype=np.int8), algorithm="one_shot" if self.world.nnodes == 1 else None)
+
+    def synchronize(self) -> None:
+        """Wait until the collectives issued on GPU buffers have run; raise :class:`CommError` if one failed.
+
+        A collective on GPU buffers returns once queued on the caller's current CUDA stream, as
+        NCCL's do (later work on that stream runs after it); its failure shows here or at the next
+        call. Collectives on host buffers have completed when they return.
+
+        >>> import synccl
+        >>> with synccl.init() as comm:
+        ...     comm.synchronize()
+        """
+        if self._cuda is not None:
+            self._cuda.synchronize()
 
     # -- machinery -------------------------------------------------------------------------------
     def _check_usable(self, op: str) -> None:
@@ -445,8 +464,11 @@ class Communicator:
         # Lent data costs a round trip at the end of the call (peers must have read it): only lend large slices.
         plan.lends = any(step.lent_at is not None for steps in plan.channels for step in steps)
         prepare(plan)
-        encoded, resync = None, ()
-        if self.config.engine == "native":
+        encoded, resync, gpu = None, (), None
+        if on_device(buffers):  # GPU buffers: the CUDA engine runs the plan (runtime/_cuda.py)
+            self._cuda = self._cuda or CudaEngine(world, self.config)
+            gpu = self._cuda.prepare(plan, buffers, op=op, label=label, average=average)
+        elif self.config.engine == "native":
             if native.runs_natively(plan):
                 encoded = native.encode(plan, buffers, op=op, check=self.config.check_calls, local_index=world.local_index, slots=self.config.slots, slot_stride=world.layout.slot_stride)
             else:
@@ -460,7 +482,7 @@ class Communicator:
         # collectives (a root may receive nothing) compare fingerprints on the boards as well.
         receives = any(step.recv_peer is not None for steps in plan.channels for step in steps)
         compares = program.collective.is_rooted or not receives or isinstance(layout, CountsLayout)
-        return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()), compares=compares, native=encoded, resync=resync)
+        return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()), compares=compares, native=encoded, resync=resync, cuda=gpu)
 
     def _remember(self, key: tuple, call: _Call) -> None:
         """Keep ``call`` for reuse; drop the oldest calls beyond 32, or beyond the pinned-memory budget.
@@ -479,6 +501,8 @@ class Communicator:
     def _launch(self, call: _Call) -> None:
         if self._closed or self.world.broken is not None:
             self._check_usable(call.label)
+        if call.cuda is None and self._cuda is not None:
+            self._cuda.synchronize()  # a host call starts once the GPU calls before it have run (calls end in order)
         self._seq += 1
         seq = self._seq
         label = f"{call.label} #{seq}"
@@ -487,6 +511,9 @@ class Communicator:
         signature = (call.signature + seq * 0x9E3779B97F4A7C15) & 0x7FFF_FFFF_FFFF_FFFF if fingerprint is not None else 0
         try:
             pending = world.begin_call(seq, fingerprint, label, compare=call.compares)
+            if call.cuda is not None:  # queued on the caller's stream; the CUDA engine ends the call once its kernel has run
+                self._cuda.launch(call.cuda, signature, label=label, seq=seq, fingerprint=fingerprint, pending=pending)
+                return
             if call.native is not None:
                 native.run(call.native, world, signature, self.config.timeout_s, label, seq)
             else:
@@ -531,6 +558,7 @@ class _Call:
     compares: bool = True  # compare fingerprints on the peers' boards (see World.begin_call)
     native: native.NativePlan | None = None  # the plan in the executor kernel's layout (SYNCCL_ENGINE=native)
     resync: tuple = ()  # connection ends to bring up to date before the Python executor runs the call
+    cuda: CudaPlan | None = None  # the plan on the GPU (buffers in device memory)
 
 
 def _engine(requested: str, rank: int) -> str:

@@ -6,6 +6,11 @@ the group's store) and one worker thread; operations run in issue order, on the 
 that waits for them (so synchronous calls skip the thread hand-off). Tensors move in
 place when contiguous; non-contiguous ones go through a contiguous copy.
 
+CUDA tensors run on the GPU engine (:mod:`synccl.runtime._cuda`): an operation on them is
+queued on the caller's current stream when it is issued (after the operations issued before it),
+as NCCL's are, and ``Work.wait()`` waits until it has run on the GPU (the host synchronizes, then
+raises if it failed).
+
 A failed operation raises from ``Work.wait()``; after a communication failure (not a bad
 argument) every later call on the group raises too. The future still completes with its tensors: torch 2.13's DDP crashes on a future that completes
 with an exception, so the error is reported through Python instead.
@@ -61,6 +66,7 @@ class _Work(dist.Work):
         self.result = result
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.gpu = False  # on CUDA tensors: done once queued on the stream; wait() waits for the GPU
 
     def finish(self, error: BaseException | None) -> None:
         self.error = error
@@ -74,6 +80,8 @@ class _Work(dist.Work):
             raise CommError(f"synccl backend: operation still running after {timeout}")
         if self.error is not None:
             raise self.error
+        if self.gpu:
+            self.group.comm.synchronize()  # raises if a kernel failed
         return True
 
     def get_future(self) -> Future:
@@ -168,12 +176,15 @@ class SynccclProcessGroup(dist.ProcessGroup):
                     self._failure = error
         work.finish(error)
 
-    def _submit(self, run: Callable[[], None], result: Any) -> _Work:
+    def _submit(self, run: Callable[[], None], result: Any, inputs: Sequence[torch.Tensor] = ()) -> _Work:
         if self._failure is not None:
             raise CommError(f"synccl backend: the group failed earlier: {self._failure}")
         work = _Work(self, run, result)
+        work.gpu = _on_gpu(result) or _on_gpu(inputs)
         with self._queue_lock:
             self._pending.append(work)
+        if work.gpu:
+            self._run_until(work)  # queued on the caller's current stream now, in issue order
         return work
 
     def shutdown(self) -> None:
@@ -201,7 +212,7 @@ class SynccclProcessGroup(dist.ProcessGroup):
     def allgather(self, output_lists: Sequence[Sequence[torch.Tensor]], inputs: Sequence[torch.Tensor], opts: Any = None) -> _Work:
         def run() -> None:
             for outs, inp in zip(output_lists, inputs, strict=True):
-                flat = torch.empty(self.size() * inp.numel(), dtype=inp.dtype)
+                flat = torch.empty(self.size() * inp.numel(), dtype=inp.dtype, device=inp.device)
                 self.comm.allgather(inp.contiguous().view(-1), flat)
                 for k, out in enumerate(outs):
                     out.copy_(flat[k * inp.numel() : (k + 1) * inp.numel()].view_as(out))
@@ -257,7 +268,7 @@ class SynccclProcessGroup(dist.ProcessGroup):
             send = torch.cat([t.reshape(-1) for t in inputs])
             counts_in = [t.numel() for t in inputs]
             counts_out = [t.numel() for t in outputs]
-            recv = torch.empty(sum(counts_out), dtype=send.dtype)
+            recv = torch.empty(sum(counts_out), dtype=send.dtype, device=send.device)
             self.comm.alltoallv(send, counts_in, recv, counts_out)
             offset = 0
             for out, n in zip(outputs, counts_out, strict=True):
@@ -288,13 +299,13 @@ class SynccclProcessGroup(dist.ProcessGroup):
 
         def run() -> None:
             inp = inputs[0].contiguous().view(-1)
-            flat = torch.empty(self.size() * inp.numel(), dtype=inp.dtype) if self.rank() == root else None
+            flat = torch.empty(self.size() * inp.numel(), dtype=inp.dtype, device=inp.device) if self.rank() == root else None
             self.comm.gather(inp, flat, root=root)
             if flat is not None:
                 for k, out in enumerate(output_lists[0]):
                     out.copy_(flat[k * inp.numel() : (k + 1) * inp.numel()].view_as(out))
 
-        return self._submit(run, list(output_lists))
+        return self._submit(run, list(output_lists), inputs)
 
     def scatter(self, outputs: Sequence[torch.Tensor], input_lists: Sequence[Sequence[torch.Tensor]], opts: Any = None) -> _Work:
         root = opts.rootRank
@@ -334,9 +345,16 @@ def _into(output: torch.Tensor, run: Callable[[torch.Tensor], Any]) -> None:
     if output.is_contiguous():
         run(output.view(-1))
     else:
-        tmp = torch.empty(output.numel(), dtype=output.dtype)
+        tmp = torch.empty(output.numel(), dtype=output.dtype, device=output.device)
         run(tmp)
         output.copy_(tmp.view_as(output))
+
+
+def _on_gpu(tensors: Any) -> bool:
+    """Whether a tensor, or one in nested lists of them, is a CUDA tensor."""
+    if isinstance(tensors, torch.Tensor):
+        return tensors.is_cuda
+    return isinstance(tensors, list | tuple) and any(_on_gpu(t) for t in tensors)
 
 
 def create_process_group(store: Any, rank: int, size: int, timeout: timedelta) -> SynccclProcessGroup:
@@ -347,4 +365,4 @@ def create_process_group(store: Any, rank: int, size: int, timeout: timedelta) -
 def register() -> None:
     """Register the backend name "synccl" with torch.distributed (idempotent)."""
     if "SYNCCL" not in dist.Backend._plugins:
-        dist.Backend.register_backend("synccl", create_process_group, devices=["cpu"])
+        dist.Backend.register_backend("synccl", create_process_group, devices=["cpu", "cuda"])
