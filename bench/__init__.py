@@ -9,7 +9,7 @@ feature: :mod:`synccl._xml_run`.)
 """
 
 from synccl.bench._backends import Backend, MpiBackend, SynccclBackend, TorchBackend, check_available, lanes_needed, make_backend
-from synccl.bench._config import BACKENDS, COLLECTIVES, BenchConfig, nccl_type_name, parse_dtype
+from synccl.bench._config import BACKENDS, COLLECTIVES, CUDA_BACKENDS, DEVICES, BenchConfig, nccl_type_name, parse_dtype
 from synccl.bench._launch import find_mpiexec, launch
 from synccl.bench._layout import Layout, count_wrong, expected_output, layout, rank_input
 from synccl.bench._report import (
@@ -32,6 +32,8 @@ from synccl.bench._runner import allocate, measure, run_bench, sweep
 __all__ = [
     "BACKENDS",
     "COLLECTIVES",
+    "CUDA_BACKENDS",
+    "DEVICES",
     "Backend",
     "BenchConfig",
     "Layout",

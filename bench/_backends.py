@@ -1,7 +1,9 @@
-"""The backends one timing loop drives: synccl's runtime, torch.distributed gloo, and MPI via mpi4py.
+"""The backends one timing loop drives: synccl's runtime, torch.distributed's gloo and NCCL, and MPI via mpi4py.
 
-Every backend allocates its own 1-D buffers, exposes them to numpy without copying, and runs a
-collective through :meth:`Backend.run`, whose buffer contract is nccl-tests':
+Every backend allocates its own 1-D buffers (host memory, or with ``device="cuda"`` CUDA torch
+tensors on the local rank's GPU), fills and reads them from numpy (:meth:`Backend.write`,
+:meth:`Backend.read`), and runs a collective through :meth:`Backend.run`, whose buffer contract
+is nccl-tests':
 
 * out of place, ``send`` and ``recv`` have the lengths of :class:`~synccl.bench.Layout`'s
   ``send_count`` and ``recv_count``;
@@ -9,6 +11,8 @@ collective through :meth:`Backend.run`, whose buffer contract is nccl-tests':
   holds this rank's input (its slot for all_gather, all of it otherwise).
 
 ``run`` returns the output (for in-place reduce_scatter, the part of ``recv`` holding the result).
+On a GPU it may return before the device has run the call, as NCCL does; :meth:`Backend.synchronize`
+waits for every call issued (the timing loop calls it before it stops the clock).
 Where a backend lacks an operation it is composed from what the backend has, inside the timed call:
 
 * gloo's and MPI's out-of-place broadcast copy on the root first; gloo's out-of-place all_reduce
@@ -52,6 +56,7 @@ class Backend(ABC):
     """
 
     name: str = ""
+    device: str = "cpu"
 
     def __init__(self, control: MPI.Comm) -> None:
         self.rank = control.Get_rank()
@@ -66,9 +71,20 @@ class Backend(ABC):
     def empty(self, count: int, dtype: np.dtype) -> Any:
         """A new uninitialised 1-D buffer of ``count`` elements (collective for registered memory)."""
 
-    def numpy(self, buf: Any) -> np.ndarray:
-        """``buf`` as a numpy array sharing its memory."""
+    def write(self, buf: Any, data: np.ndarray) -> None:
+        """Copy ``data`` (a numpy array of ``buf``'s dtype and length) into ``buf``."""
+        np.copyto(buf, data)
+
+    def read(self, buf: Any) -> np.ndarray:
+        """``buf``'s contents as a numpy array, once every call issued has completed (a view on the host)."""
         return buf
+
+    def clear(self, buf: Any) -> None:
+        """Set ``buf`` to zeros."""
+        buf.fill(0)
+
+    def synchronize(self) -> None:  # noqa: B027 - a hook: host backends have nothing to wait for
+        """Wait until every call issued has run (host calls have when they return; GPU ones are queued)."""
 
     @abstractmethod
     def run(self, collective: Collective, send: Any, recv: Any, *, inplace: bool, op: ReduceOp, root: int) -> Any:
@@ -106,6 +122,9 @@ class SynccclBackend(Backend):
     engine : str or None
         ``"native"`` or ``"python"`` (the backend is then named ``synccl-<engine>``); ``None``
         takes ``SYNCCL_ENGINE``.
+    device : str
+        ``"cpu"``, or ``"cuda"``: buffers are CUDA torch tensors on the local rank's GPU, run by
+        synccl's CUDA engine on the current stream.
 
     Raises
     ------
@@ -119,8 +138,10 @@ class SynccclBackend(Backend):
 
     name = "synccl"
 
-    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None, xml: str | None = None, collective: Collective | None = None, engine: str | None = None) -> None:
+    def __init__(self, control: MPI.Comm, *, registered: bool, algorithm: str | None, xml: str | None = None, collective: Collective | None = None, engine: str | None = None, device: str = "cpu") -> None:
         super().__init__(control)
+        self.device = device
+        self._tensors = _CudaTensors(control) if device == "cuda" else None
         if engine is not None:
             self.name = f"synccl-{engine}"
         import synccl
@@ -149,8 +170,29 @@ class SynccclBackend(Backend):
     def version(self) -> str:
         return f"synccl {self._synccl.__version__}"
 
-    def empty(self, count: int, dtype: np.dtype) -> np.ndarray:
+    def empty(self, count: int, dtype: np.dtype) -> Any:
+        if self._tensors is not None:
+            return self._tensors.empty(count, dtype)
         return self.comm.empty((count,), dtype) if self.registered else np.empty(count, dtype)
+
+    def write(self, buf: Any, data: np.ndarray) -> None:
+        if self._tensors is None:
+            super().write(buf, data)
+        else:
+            self._tensors.write(buf, data)
+
+    def read(self, buf: Any) -> np.ndarray:
+        self.synchronize()  # raises the failure of a queued GPU call
+        return super().read(buf) if self._tensors is None else self._tensors.read(buf)
+
+    def clear(self, buf: Any) -> None:
+        if self._tensors is None:
+            super().clear(buf)
+        else:
+            buf.zero_()
+
+    def synchronize(self) -> None:
+        self.comm.synchronize()
 
     def run(self, collective: Collective, send: np.ndarray, recv: np.ndarray, *, inplace: bool, op: ReduceOp, root: int) -> np.ndarray:
         comm, opts = self.comm, self._options
@@ -194,7 +236,7 @@ class SynccclBackend(Backend):
 
 
 class TorchBackend(Backend):
-    """torch.distributed on CPU tensors, with the gloo backend or with synccl's ("torch-synccl").
+    """torch.distributed with gloo, synccl's backend ("torch-synccl") or NCCL ("nccl", CUDA tensors).
 
     The process group is set up through a ``TCPStore`` that rank 0 opens on a free port (on
     127.0.0.1 when every rank shares the host, else on rank 0's host name); ranks and size come
@@ -204,17 +246,23 @@ class TorchBackend(Backend):
     ----------
     control : MPI.Comm
         The benchmark's control communicator, used to share the store's address.
+    backend : str
+        ``gloo``, ``synccl`` or ``nccl``.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (tensors on the local rank's GPU; ``nccl`` needs it).
     """
 
-    def __init__(self, control: MPI.Comm, backend: str = "gloo") -> None:
+    def __init__(self, control: MPI.Comm, backend: str = "gloo", device: str = "cpu") -> None:
         super().__init__(control)
         import torch
         import torch.distributed as dist
 
         if backend == "synccl":
             import synccl.torch  # noqa: F401 - registers the "synccl" backend
-        self.name = "gloo" if backend == "gloo" else f"torch-{backend}"
+        self.name = f"torch-{backend}" if backend == "synccl" else backend
         self._backend = backend
+        self.device = device
+        self._tensors = _CudaTensors(control) if device == "cuda" else None
 
         self._torch, self._dist = torch, dist
         hosts = control.allgather(socket.gethostname())
@@ -224,18 +272,38 @@ class TorchBackend(Backend):
             control.bcast(store.port, root=0)
         else:
             store = dist.TCPStore(address, control.bcast(None, root=0), self.size, is_master=False)
-        dist.init_process_group(self._backend, store=store, rank=self.rank, world_size=self.size)
+        bound: dict[str, Any] = {}
+        if backend == "nccl" and self._tensors is not None:
+            if self._tensors.local_size > self._tensors.gpus:
+                raise SyncclError(f"bench: NCCL needs a GPU per rank: {self._tensors.local_size} ranks on this node, {self._tensors.gpus} GPU(s)")
+            bound["device_id"] = self._tensors.device  # NCCL binds its communicator to the device at once, as torchrun jobs do
+        dist.init_process_group(self._backend, store=store, rank=self.rank, world_size=self.size, **bound)
         self._ops = {"sum": dist.ReduceOp.SUM, "prod": dist.ReduceOp.PRODUCT, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "avg": dist.ReduceOp.AVG}
 
     @property
     def version(self) -> str:
+        if self._backend == "nccl":
+            return f"torch {self._torch.__version__} nccl {'.'.join(map(str, self._torch.cuda.nccl.version()))}"
         return f"torch {self._torch.__version__} {self._backend}"
 
     def empty(self, count: int, dtype: np.dtype) -> Any:
+        if self._tensors is not None:
+            return self._tensors.empty(count, dtype)
         return self._torch.empty(count, dtype=getattr(self._torch, np.dtype(dtype).name))
 
-    def numpy(self, buf: Any) -> np.ndarray:
-        return buf.view(self._torch.uint8).numpy().view(parse_dtype(str(buf.dtype).removeprefix("torch.")))
+    def write(self, buf: Any, data: np.ndarray) -> None:
+        _write_tensor(buf, data)
+
+    def read(self, buf: Any) -> np.ndarray:
+        self.synchronize()
+        return _read_tensor(buf)
+
+    def clear(self, buf: Any) -> None:
+        buf.zero_()
+
+    def synchronize(self) -> None:
+        if self._tensors is not None:
+            self._torch.cuda.synchronize()
 
     def run(self, collective: Collective, send: Any, recv: Any, *, inplace: bool, op: ReduceOp, root: int) -> Any:
         dist = self._dist
@@ -345,8 +413,52 @@ class MpiBackend(Backend):
         self.comm.Free()
 
 
+class _CudaTensors:
+    """Buffers of the CUDA backends: torch tensors on the local rank's GPU (torch has every bench dtype, bfloat16 too).
+
+    With more local ranks than GPUs, ranks share them round-robin (synccl runs so; NCCL refuses).
+    """
+
+    def __init__(self, control: MPI.Comm) -> None:
+        import torch
+        from mpi4py import MPI
+
+        if not torch.cuda.is_available():
+            raise SyncclError(f"bench: --device cuda: torch {torch.__version__} sees no usable CUDA device")
+        node = control.Split_type(MPI.COMM_TYPE_SHARED)
+        local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.gpus = torch.cuda.device_count()
+        self.device = torch.device("cuda", local_rank % self.gpus)
+        torch.cuda.set_device(self.device)
+        self._torch = torch
+
+    def empty(self, count: int, dtype: np.dtype) -> Any:
+        return self._torch.empty(count, dtype=getattr(self._torch, np.dtype(dtype).name), device=self.device)
+
+    def write(self, buf: Any, data: np.ndarray) -> None:
+        _write_tensor(buf, data)
+
+    def read(self, buf: Any) -> np.ndarray:
+        return _read_tensor(buf)
+
+
+def _write_tensor(tensor: Any, data: np.ndarray) -> None:
+    """Copy ``data`` into ``tensor`` byte for byte (torch has no numpy bfloat16, so both are seen as bytes)."""
+    import torch
+
+    tensor.view(torch.uint8).copy_(torch.from_numpy(np.ascontiguousarray(data).view(np.uint8)))
+
+
+def _read_tensor(tensor: Any) -> np.ndarray:
+    """``tensor`` as numpy: a view of a CPU tensor, a copy of a GPU one."""
+    import torch
+
+    return tensor.view(torch.uint8).cpu().numpy().view(parse_dtype(str(tensor.dtype).removeprefix("torch.")))
+
+
 def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
-    """The backend called ``name`` (``synccl``, ``gloo`` or ``mpi``); every rank must call it.
+    """The backend called ``name`` (one of :data:`~synccl.bench.BACKENDS`); every rank must call it.
 
     Raises
     ------
@@ -365,21 +477,22 @@ def make_backend(name: str, control: MPI.Comm, config: BenchConfig) -> Backend:
     """
     if name in ("synccl", "synccl-native", "synccl-python"):
         engine = name.removeprefix("synccl-") if name != "synccl" else None
-        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm, xml=config.xml, collective=config.collective, engine=engine)
-    if name == "gloo":
-        return TorchBackend(control, "gloo")
+        return SynccclBackend(control, registered=config.registered, algorithm=config.algorithm, xml=config.xml, collective=config.collective, engine=engine, device=config.device)
+    if name in ("gloo", "nccl"):
+        return TorchBackend(control, name, config.device)
     if name == "torch-synccl":
-        return TorchBackend(control, "synccl")
+        return TorchBackend(control, "synccl", config.device)
     if name == "mpi":
         return MpiBackend(control)
     raise ValueError(f"bench: unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
 
 
 
-def check_available(names: tuple[str, ...]) -> None:
-    """Raise unless the backends ``names`` and the MPI control channel can start here.
+def check_available(names: tuple[str, ...], device: str = "cpu") -> None:
+    """Raise unless the backends ``names`` on ``device`` and the MPI control channel can start here.
 
-    Cheap: imports only ``synccl`` (not torch or mpi4py), so a launcher can fail before starting ranks.
+    Cheap on the CPU: imports only ``synccl`` (not torch or mpi4py), so a launcher can fail
+    before starting ranks; ``device="cuda"`` asks CuPy for a usable GPU.
 
     Raises
     ------
@@ -396,6 +509,14 @@ def check_available(names: tuple[str, ...]) -> None:
         raise SyncclError("bench: needs mpi4py (pip install mpi4py mpich) to coordinate the ranks")
     if any(name.startswith("synccl") for name in names) and not hasattr(synccl, "init"):
         raise SyncclError(_NO_RUNTIME)
-    for torch_backend in ("gloo", "torch-synccl"):
+    for torch_backend in ("gloo", "nccl", "torch-synccl"):
         if torch_backend in names and importlib.util.find_spec("torch") is None:
             raise SyncclError(f"bench: backend {torch_backend!r} needs torch (pip install torch)")
+    if device == "cuda":
+        from synccl.runtime._cuda import cuda_available
+
+        reason = cuda_available()
+        if reason is not None:
+            raise SyncclError(f"bench: --device cuda: no usable GPU: {reason}")
+        if importlib.util.find_spec("torch") is None:
+            raise SyncclError("bench: --device cuda holds its buffers in CUDA torch tensors: needs torch with CUDA")

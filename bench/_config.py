@@ -15,6 +15,8 @@ from synccl.units import nccl_type_name, parse_dtype
 __all__ = [
     "BACKENDS",
     "COLLECTIVES",
+    "CUDA_BACKENDS",
+    "DEVICES",
     "BenchConfig",
     "parse_dtype",
     "nccl_type_name",
@@ -24,8 +26,12 @@ __all__ = [
 COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL, Collective.BROADCAST)
 #: Backends the benchmark can run: synccl's runtime (directly with the engine SYNCCL_ENGINE
 #: selects, or with a named engine: "synccl-native", "synccl-python"; or through
-#: torch.distributed as "torch-synccl"), torch.distributed's gloo, MPI through mpi4py.
-BACKENDS = ("synccl", "synccl-native", "synccl-python", "torch-synccl", "gloo", "mpi")
+#: torch.distributed as "torch-synccl"), torch.distributed's gloo and (on GPUs) NCCL, MPI through mpi4py.
+BACKENDS = ("synccl", "synccl-native", "synccl-python", "torch-synccl", "gloo", "nccl", "mpi")
+#: Where the buffers live: host memory, or each rank's GPU (the local rank's device).
+DEVICES = ("cpu", "cuda")
+#: The backends that run on GPU buffers (synccl's CUDA engine, through its API or torch's; NCCL).
+CUDA_BACKENDS = ("synccl", "torch-synccl", "nccl")
 _OPS = ("sum", "prod", "min", "max", "avg")
 _AVERAGES = ("rank0", "avg", "min", "max")
 
@@ -76,6 +82,10 @@ class BenchConfig:
         every backend, then sweep 2 ...), so that slow phases of a noisy machine hit them alike;
         with more than one, each backend's table shows the median time of each size and mode, and a
         repeat summary adds the fastest and slowest sweep and the ratios between backends.
+    device : str
+        ``cpu`` (host buffers) or ``cuda`` (each rank's buffers on GPU ``local rank``, calls
+        timed until the device has finished them); ``cuda`` takes the backends of
+        :data:`CUDA_BACKENDS` and ``nccl`` needs it.
 
     Raises
     ------
@@ -110,6 +120,7 @@ class BenchConfig:
     plot_path: str | None = None
     progress: bool = False
     repeat: int = 1
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         coll = parse_collective(self.collective)
@@ -136,6 +147,16 @@ class BenchConfig:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown or not self.backends or len(set(self.backends)) != len(self.backends):
             raise ValueError(f"bench: backends must be distinct names from {', '.join(BACKENDS)}, got {','.join(self.backends)!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"bench: unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
+        if self.device == "cuda":
+            host_only = [b for b in self.backends if b not in CUDA_BACKENDS]
+            if host_only:
+                raise ValueError(f"bench: backend {host_only[0]!r} runs on host buffers; with --device cuda use {', '.join(CUDA_BACKENDS)}")
+            if self.registered:
+                raise ValueError("bench: --registered (synccl's shared host memory) does not apply to --device cuda")
+        elif "nccl" in self.backends:
+            raise ValueError("bench: backend 'nccl' runs on GPU buffers; add --device cuda")
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -53,5 +53,5 @@ def launch(config: BenchConfig, nranks: int, *, stdout: TextIO | int | None = No
         raise ValueError(f"bench: --nranks must be >= 1, got {nranks!r}")
     if nranks > (os.cpu_count() or 1):
         logger.warning("bench: %d ranks on %d cores; busy-polling ranks will share cores and times will suffer", nranks, os.cpu_count())
-    check_available(config.backends)
+    check_available(config.backends, config.device)
     return run_ranks(nranks, "synccl.bench._worker", config.to_json(), stdout=stdout, purpose="bench: --nranks")

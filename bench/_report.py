@@ -136,7 +136,7 @@ def header(config: BenchConfig, *, backend: str, version: str, nranks: int, devi
         *_repeat_line(config.repeat),
         "#",
         "# Using devices",
-        *(f"#  Rank {rank:2d} Pid {pid:6d} on {host:>10s} cpu" for rank, pid, host in devices),
+        *(f"#  Rank {rank:2d} Pid {pid:6d} on {host:>10s} {config.device}" for rank, pid, host in devices),
         "#",
         _SPANS % (("",) * 5),
         _COLUMNS % ("size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"),

@@ -246,18 +246,18 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
     else:
         send, recv = send_all[: lay.send_count], recv_all[: lay.recv_count]
     data = rank_input(lay, rank, dtype, config.op)
-    np.copyto(backend.numpy(send), data)
+    backend.write(send, data)
 
     def call() -> Any:
         return backend.run(config.collective, send, recv, inplace=inplace, op=config.op, root=config.root)
 
-    seconds = _timed(call, config, control)
+    seconds = _timed(call, backend.synchronize, config, control)
     wrong = None
     if config.check:
         if not inplace:
-            backend.numpy(recv).fill(0)
-        np.copyto(backend.numpy(send), data)
-        got = backend.numpy(call())
+            backend.clear(recv)
+        backend.write(send, data)
+        got = backend.read(call())
         want = expected_output(lay, rank, dtype, config.op, config.root)
         wrong = int(control.allreduce(count_wrong(got, want, op=config.op, reduces=config.reduces)))
     algbw = lay.size_bytes / seconds / 1e9 if seconds > 0 else 0.0
@@ -285,15 +285,17 @@ def measure(backend: Backend, config: BenchConfig, control: MPI.Comm, lay: Layou
     )
 
 
-def _timed(call: Callable[[], Any], config: BenchConfig, control: MPI.Comm) -> float:
+def _timed(call: Callable[[], Any], synchronize: Callable[[], None], config: BenchConfig, control: MPI.Comm) -> float:
     from mpi4py import MPI
 
     for _ in range(config.warmup):
         call()
+    synchronize()
     control.Barrier()
     start = perf_counter()
     for _ in range(config.iters):
         call()
+    synchronize()  # GPU calls are queued: the clock stops when the device has run them, as nccl-tests' does
     local = (perf_counter() - start) / config.iters
     if config.average == "rank0":
         return float(control.bcast(local, root=0))

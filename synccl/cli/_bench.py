@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from synccl.bench import BACKENDS, BenchConfig, launch, run_bench
+from synccl.bench import BACKENDS, DEVICES, BenchConfig, launch, run_bench
 from synccl.units import parse_size
 
 _AVERAGES = {0: "rank0", 1: "avg", 2: "min", 3: "max"}
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--backends", default="synccl", help=f"comma-separated backends to run, from {', '.join(BACKENDS)} (default synccl)")
     bench.add_argument("--compare", default="", help="more backends to run after --backends and compare with the first, e.g. gloo,mpi")
     bench.add_argument("--torch", action="store_true", help="measure synccl through the torch.distributed API (backend 'torch-synccl') instead of directly")
+    bench.add_argument("--device", choices=DEVICES, default="cpu", help="where the buffers live: cpu, or cuda (GPU <local rank> per rank; backends synccl, torch-synccl, nccl) (default cpu)")
     bench.add_argument("--repeat", type=int, default=1, metavar="R", help="run the whole sweep R times, backends taking turns within each; tables show medians, then a summary of min, max and ratios (default 1)")
     bench.add_argument("--json", metavar="PATH", help="write every measurement as a JSON list")
     bench.add_argument("--plot", metavar="PATH", help="draw busbw against size, one line per backend (PNG, SVG, PDF)")
@@ -75,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         plot_path=args.plot,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
         repeat=args.repeat,
+        device=args.device,
     )
     if args.nranks is not None:
         return launch(config, args.nranks)

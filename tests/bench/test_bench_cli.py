@@ -13,6 +13,7 @@ from synccl.bench import check_available, find_mpiexec
 from synccl.cli import main
 from synccl.collectives import library, save_msccl_xml
 from synccl.exceptions import SyncclError
+from synccl.runtime._cuda import cuda_available
 
 MATRIX = Path(__file__).with_name("_matrix.py")
 RECORD_KEYS = {"backend", "collective", "nranks", "size_bytes", "count", "dtype", "op", "time_us", "algbw_gbps", "busbw_gbps", "wrong", "inplace"}
@@ -129,6 +130,32 @@ def test_missing_mpiexec_is_reported(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["bench", "allreduce", "--nranks", "2", "--backends", "mpi"]) == 2
     assert "needs mpiexec" in capsys.readouterr().err
+
+
+def test_nccl_without_device_cuda_is_one_line(capsys):
+    assert main(["bench", "allreduce", "--nranks", "2", "--compare", "nccl"]) == 2
+    assert capsys.readouterr().err.strip() == "synccl bench: error: bench: backend 'nccl' runs on GPU buffers; add --device cuda"
+
+
+@pytest.mark.skipif(cuda_available() is None, reason="a GPU is usable here: test_device_cuda_against_nccl runs the sweep instead")
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    assert main(["bench", "allreduce", "--nranks", "2", "--device", "cuda", "--compare", "nccl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synccl bench: error: bench: --device cuda: no usable GPU: ") and "\n" not in err, err
+
+
+@pytest.mark.skipif(cuda_available() is not None, reason=f"no usable CUDA device: {cuda_available()}")
+def test_device_cuda_against_nccl(capfd, tmp_path):
+    """synccl's CUDA engine and NCCL in one job on GPU buffers, both checked against numpy (-c 1)."""
+    import torch
+
+    path = tmp_path / "gpu.json"
+    backends = ["synccl", "nccl"] if torch.cuda.device_count() > 1 else ["synccl"]  # NCCL refuses two ranks on one GPU
+    argv = ["bench", "allreduce", "--nranks", "2", "-b", "4K", "-e", "1M", "-f", "16", "-n", "5", "-w", "2", "--device", "cuda", "--backends", ",".join(backends), "--json", str(path)]
+    assert main(argv) == 0
+    records = json.loads(path.read_text())
+    assert {r["backend"] for r in records} == set(backends)
+    assert all(r["wrong"] == 0 and r["time_us"] > 0 for r in records), records
 
 
 def test_synccl_backend_without_runtime_is_reported(monkeypatch):
