@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: Options every compilation gets: C++17, and ptxas's resource report (parsed into registers and spills).
 BASE_OPTIONS = ("--std=c++17", "--ptxas-options=--verbose")
-_INSTALL_HINT = "pip install nvidia-cuda-nvrtc-cu12"
+_INSTALL_HINT = "pip install nvidia-cuda-nvrtc-cu12, or nvidia-cuda-nvrtc for CUDA 13"
 _ARCH = re.compile(r"sm_\d+[a-z]?")
 _NVRTC_SUCCESS = 0
 
@@ -131,19 +131,33 @@ def _candidates() -> list[str]:
     return found + ([by_loader] if by_loader else [])
 
 
+def _load(candidate: str) -> ctypes.CDLL:
+    """Load libnvrtc at ``candidate``, with the libnvrtc-builtins beside it loaded first.
+
+    libnvrtc opens libnvrtc-builtins when it compiles; the CUDA 12 wheel's finds it through its
+    RUNPATH ($ORIGIN), the CUDA 13 wheel's has none ("failed to open libnvrtc-builtins.so.13.0"),
+    so the one beside it is loaded globally first (the ``.alt`` variant is for the ``.alt`` libnvrtc).
+    """
+    folder = Path(candidate).parent
+    if folder.is_absolute():
+        for builtins in sorted(folder.glob("libnvrtc-builtins.so*")):
+            ctypes.CDLL(str(builtins), mode=os.RTLD_GLOBAL)
+    return ctypes.CDLL(candidate)
+
+
 @cache
 def _library() -> ctypes.CDLL:
     """libnvrtc, loaded once, with the signatures of the calls used here."""
     failures = []
     for candidate in _candidates():
         try:
-            lib = ctypes.CDLL(candidate)  # its RUNPATH ($ORIGIN) finds libnvrtc-builtins beside it
+            lib = _load(candidate)
             break
         except OSError as err:
             failures.append(f"{candidate}: {err}")
     else:
         tried = f" ({'; '.join(failures)})" if failures else ""
-        raise NvrtcNotFoundError(f"NVRTC: libnvrtc not found{tried}; install it with '{_INSTALL_HINT}' or set CUDA_HOME")
+        raise NvrtcNotFoundError(f"NVRTC: libnvrtc not found{tried}; install it ({_INSTALL_HINT}) or set CUDA_HOME")
     p_int, p_size, p_prog = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_void_p)
     p_str = ctypes.POINTER(ctypes.c_char_p)
     signatures = {

@@ -156,6 +156,31 @@ def test_the_executor_compiles_without_spills(nvrtc, session_kernel_cache, arch)
     assert compiled_executor(arch).cached
 
 
+COMPILE_WITH = """
+import sys
+import synccl.runtime._nvrtc as nvrtc
+nvrtc._candidates = lambda: [sys.argv[1]]
+kernel = nvrtc.compiled_executor("sm_90")
+print(*nvrtc.nvrtc_version(), kernel.registers, kernel.spill_store_bytes + kernel.spill_load_bytes)
+"""
+
+
+def test_every_nvrtc_wheel_found_compiles_the_executor(nvrtc, tmp_path):
+    """CUDA 12's and CUDA 13's wheels (the test extra installs both); each in its own process."""
+    from synccl.runtime._nvrtc import _candidates
+
+    wheels = [path for path in _candidates() if "/nvidia/" in path]
+    majors = set()
+    for path in wheels:
+        env = {**os.environ, "SYNCCL_KERNEL_CACHE": str(tmp_path / Path(path).name)}
+        done = subprocess.run([sys.executable, "-c", COMPILE_WITH, path], capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert done.returncode == 0, (path, done.stderr[-2000:])
+        major, _, registers, spilled = map(int, done.stdout.split())
+        assert 0 < registers <= 255 and spilled == 0, (path, done.stdout)
+        majors.add(major)
+    assert majors >= {12, 13}, f"want NVRTC 12 and 13 (the test extra installs nvidia-cuda-nvrtc-cu12 and nvidia-cuda-nvrtc), found {wheels}"
+
+
 # -- reading ptxas's report (no NVRTC needed) ---------------------------------------------------
 
 CUDA11_LOG = """ptxas info    : 0 bytes gmem
