@@ -79,8 +79,8 @@ def cuda_available() -> str | None:
         return f"CuPy is not installed ({err}); pip install cupy-cuda12x or cupy-cuda13x"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError as err:
-        return f"CUDA is not usable here: {err}"
+    except Exception as err:  # noqa: BLE001 - CUDARuntimeError, or CuPy failing to load a CUDA library: either way, no GPU here
+        return f"CUDA is not usable here: {type(err).__name__}: {err}"
     return None if count > 0 else "no CUDA device"
 
 

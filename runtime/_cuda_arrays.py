@@ -100,6 +100,8 @@ def describe(obj: Any, *, name: str, op: str) -> DeviceArray:
         raise CommError(f"{op}: {name} is a masked GPU array; pass its data", op=op)
     shape = tuple(int(n) for n in interface["shape"])
     dtype = dtype_override or np.dtype(interface["typestr"])
+    if dtype.kind == "V" and hasattr(obj, "dtype"):  # CuPy exports ml_dtypes' bfloat16 as '<V2': its dtype says what it is
+        dtype = np.dtype(obj.dtype)
     strides = interface.get("strides")
     if strides is not None and not _c_contiguous(shape, tuple(strides), dtype.itemsize):
         raise CommError(f"{op}: {name} must be contiguous (got strides {tuple(strides)}); pass cupy.ascontiguousarray(...) or .contiguous()", op=op)

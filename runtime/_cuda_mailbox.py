@@ -53,6 +53,8 @@ class DeviceMailboxes:
         self.opened: dict[int, int] = {}
         try:
             runtime.memset(self.own, 0, self.nbytes)
+            # cudaMemset may return before it ran: peers must not see the mailbox before it is zero.
+            runtime.deviceSynchronize()
             handle = bytes(runtime.ipcGetMemHandle(self.own))
             try:
                 handles = world.rendezvous.allgather((os.getpid(), handle))

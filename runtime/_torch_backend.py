@@ -179,8 +179,11 @@ class SynccclProcessGroup(dist.ProcessGroup):
     def _submit(self, run: Callable[[], None], result: Any, inputs: Sequence[torch.Tensor] = ()) -> _Work:
         if self._failure is not None:
             raise CommError(f"synccl backend: the group failed earlier: {self._failure}")
+        device = _gpu_device(result) or _gpu_device(inputs)
+        if device is not None:  # the worker thread may run it: bind it to the caller's current stream now
+            run = _on_stream(run, torch.cuda.current_stream(device))
         work = _Work(self, run, result)
-        work.gpu = _on_gpu(result) or _on_gpu(inputs)
+        work.gpu = device is not None
         with self._queue_lock:
             self._pending.append(work)
         if work.gpu:
@@ -350,11 +353,23 @@ def _into(output: torch.Tensor, run: Callable[[torch.Tensor], Any]) -> None:
         output.copy_(tmp.view_as(output))
 
 
-def _on_gpu(tensors: Any) -> bool:
-    """Whether a tensor, or one in nested lists of them, is a CUDA tensor."""
+def _gpu_device(tensors: Any) -> torch.device | None:
+    """The device of the first CUDA tensor in ``tensors`` (a tensor or nested lists of them), if any."""
     if isinstance(tensors, torch.Tensor):
-        return tensors.is_cuda
-    return isinstance(tensors, list | tuple) and any(_on_gpu(t) for t in tensors)
+        return tensors.device if tensors.is_cuda else None
+    if isinstance(tensors, list | tuple):
+        return next((d for t in tensors if (d := _gpu_device(t)) is not None), None)
+    return None
+
+
+def _on_stream(run: Callable[[], None], stream: torch.cuda.Stream) -> Callable[[], None]:
+    """``run`` with ``stream`` current, on whichever thread runs it (the GPU engine launches on the current stream)."""
+
+    def on_stream() -> None:
+        with torch.cuda.stream(stream):
+            run()
+
+    return on_stream
 
 
 def create_process_group(store: Any, rank: int, size: int, timeout: timedelta) -> SynccclProcessGroup:

@@ -54,6 +54,14 @@ def test_gpu_buffers_are_recognized_by_their_interface():
     assert (buffer.pointer, buffer.nbytes, buffer.dtype, buffer.readonly) == (0x7F00_0000_0000, 64, np.dtype(np.int64), True)
 
 
+def test_a_bfloat16_cupy_array_is_read_by_its_dtype_not_its_void_typestr():
+    import ml_dtypes
+
+    buf = DeviceBuffer(0x7F00_0000_0000, 8, "<V2")  # what CuPy exports for an ml_dtypes.bfloat16 array
+    buf.dtype = np.dtype(ml_dtypes.bfloat16)
+    assert describe(buf, name="buf", op="allreduce").dtype == np.dtype(ml_dtypes.bfloat16)
+
+
 def test_a_placeholder_has_the_buffer_s_shape_and_maps_back_to_its_device_addresses():
     buf = DeviceBuffer(0x7F00_0000_0000, 1000)
     array = as_array(buf, name="sendbuf", op="allreduce", writable=True)
