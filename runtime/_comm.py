@@ -444,10 +444,11 @@ class Communicator:
         dtype = buffers[Buffer.INPUT].dtype
         located = [self.world.locate(buffers[b]) for b in (Buffer.INPUT, Buffer.OUTPUT)]
         registered = (located[0] is not None, located[1] is not None)
-        largest = layout.largest_chunk()
+        largest_piece = layout.largest_piece
         if isinstance(layout, CountsLayout):  # ranks must agree on the tiling; counts differ per rank
-            largest = int(self.allreduce(np.array([largest], dtype=np.int64), op="max")[0])
-        tiles = tile_count(program, largest, dtype.itemsize, self.config.slice_bytes)
+            largest = int(self.allreduce(np.array([layout.largest_chunk()], dtype=np.int64), op="max")[0])
+            largest_piece = CountsLayout(self.rank, (largest,), (largest,)).largest_piece
+        tiles = tile_count(program, largest_piece, dtype.itemsize, self.config.slice_bytes)
         check_capacity(program, self.config.slots)
         lanes = program.nlanes
         if lanes > self.world.p2p_lane:

@@ -14,6 +14,7 @@ in place by the peer when the buffer is registered).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -44,6 +45,10 @@ class Layout:
 
     def largest_chunk(self) -> int:
         """Elements of the largest chunk (before tiling), on this rank."""
+        raise NotImplementedError
+
+    def largest_piece(self, tiles: int) -> int:
+        """Elements of the largest piece of a chunk in any of ``tiles`` tiles, on this rank."""
         raise NotImplementedError
 
 
@@ -84,6 +89,11 @@ class ShareLayout(Layout):
     def largest_chunk(self) -> int:
         return -(-self.share // self.chunk_factor)
 
+    def largest_piece(self, tiles: int) -> int:
+        # The largest tile of a share, cut into chunks: rounding up twice can exceed largest_chunk / tiles.
+        widest_tile = -(-self.share // tiles)
+        return -(-widest_tile // self.chunk_factor)
+
 
 @dataclass(frozen=True, slots=True)
 class CountsLayout(Layout):
@@ -114,18 +124,26 @@ class CountsLayout(Layout):
     def largest_chunk(self) -> int:
         return max((*self.send_counts, *self.recv_counts), default=0)
 
+    def largest_piece(self, tiles: int) -> int:
+        return -(-self.largest_chunk() // tiles)
 
-def tile_count(program: Program, largest_chunk: int, itemsize: int, slice_bytes: int) -> int:
+
+def tile_count(program: Program, largest_piece: Callable[[int], int], itemsize: int, slice_bytes: int) -> int:
     """How many tiles make every message fit one slot of ``slice_bytes``.
 
-    ``largest_chunk`` must be the same on every rank (it is, for equal shares).
+    ``largest_piece(tiles)`` gives the elements of the largest piece of a chunk when cut into
+    ``tiles`` tiles (:meth:`Layout.largest_piece`); it must be the same on every rank (it is, for
+    equal shares).
 
     >>> from synccl.collectives import library
-    >>> tile_count(library.build("ring", "all_reduce", 2), 8 << 20, 4, 1 << 20)
-    32
+    >>> tile_count(library.build("ring", "all_reduce", 2), ShareLayout(8 << 20, 2).largest_piece, 4, 1 << 20)
+    16
     """
     widest = max((ins.count for _, _, _, ins in program.instructions()), default=1)
-    return max(1, -(-widest * largest_chunk * itemsize // slice_bytes))
+    tiles = max(1, -(-widest * largest_piece(1) * itemsize // slice_bytes))
+    while widest * largest_piece(tiles) * itemsize > slice_bytes and largest_piece(tiles) > 1:
+        tiles += 1  # pieces round up: a message of several chunks may need one more tile
+    return tiles
 
 
 @dataclass(slots=True)

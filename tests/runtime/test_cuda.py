@@ -162,7 +162,7 @@ def _plan(mailboxes, collective: str, inplace: bool, me: int = 0):
     recv = send if inplace else placeholder_array(DeviceBuffer(DEVICE_OUT, share * (HOST_RANKS if gathered else 1)), name="recvbuf", op=collective)
     buffers = {Buffer.INPUT: send, Buffer.OUTPUT: recv}
     layout = ShareLayout(share, program.spec.chunk_factor)
-    tiles = tile_count(program, layout.largest_chunk(), 4, 64 << 10)
+    tiles = tile_count(program, layout.largest_piece, 4, 64 << 10)
     plan = compile_plan(program, me, layout, buffers, tiles=tiles)
     for steps in plan.channels:
         for step in steps:
