@@ -3,14 +3,17 @@
 // Each block runs its channel's steps with try_step(); while a step cannot run, the block backs
 // off with __nanosleep and gives up when the host sets the abort word or when TIMEOUT_NS pass
 // without progress, so no wait is unbounded. A failure in one block sets the abort word, which
-// stops the others.
+// stops the others. The abort word lives in host memory (a read crosses PCIe, about a
+// microsecond), so a waiting block looks at it, and at the clock, once every kCheckEvery tries.
 #include "executor.cuh"
+
+constexpr i64 kCheckEvery = 32;  // blocked tries between looks at the abort word and the clock
 
 extern "C" __global__ void synccl_executor(i64* L) {
   const i64 c = blockIdx.x;
   if (c >= L[LAUNCH_NCHANNELS]) return;
   i64* abort_word = synccl::at<i64>(L[LAUNCH_ABORT]);
-  i64 stalled_since = 0;
+  i64 stalled_since = 0, blocked_tries = 0;
   for (;;) {
     const int progress = synccl::try_step(L, c);
     if (progress == synccl::FINISHED) return;
@@ -20,6 +23,12 @@ extern "C" __global__ void synccl_executor(i64* L) {
     }
     if (progress == synccl::ADVANCED) {
       stalled_since = 0;
+      blocked_tries = 0;
+      continue;
+    }
+    // try_step's result is the same for every thread of the block, so they all take this branch together.
+    if (++blocked_tries % kCheckEvery != 0) {
+      sy_pause();
       continue;
     }
     bool give_up = false;
