@@ -7,11 +7,12 @@ TCPStore). In order, it:
 1. prints the device (and refuses a GPU in an exclusive compute mode: ranks share one GPU here);
 2. compiles the executor for it: ``synccl kernels --arch sm_XY`` (registers, spills);
 3. runs every collective at 2 and 4 ranks on CuPy arrays against numpy: float32 sums from 1 KiB
-   to 64 MiB, five more dtypes and four more ops at 64 KiB, in place at 1 MiB
+   to 64 MiB (4 MiB at 4 ranks sharing fewer GPUs), five more dtypes and four more ops at 64 KiB, in place at 1 MiB
    (:mod:`synccl.bench._gpu_worker` is what each rank runs);
 4. runs a few MSCCL XML files of ``../shared/msccl-xml`` (or ``$SYNCCL_MSCCL_CORPUS``) when present;
 5. runs the torch backend "synccl" on CUDA tensors (2 ranks);
-6. times all_reduce of synccl, and of torch's NCCL where there is a GPU per rank (NCCL refuses
+6. kills one of 2 ranks between calls: the other must raise naming it within 2 s;
+7. times all_reduce of synccl, and of torch's NCCL where there is a GPU per rank (NCCL refuses
    two ranks on one GPU), from 1 MiB to 256 MiB.
 
 It prints one summary table and exits with status 1 if anything failed (2 without a usable GPU).
@@ -144,6 +145,18 @@ def _device() -> tuple[str, str, list[str]]:
     return text, arch, problems
 
 
+def _killed_rank() -> Phase:
+    """Rank 1 of 2 is killed between calls; rank 0's next call must raise naming it within 2 s."""
+    phase = run_phase("dead", 2, env={"SYNCCL_TIMEOUT": "20"}, title="killed rank", limit_s=120)
+    phase.failures = [f for f in phase.failures if not f.startswith("rank 1: ")]  # its missing report is the scenario
+    survivor = next((line for line in phase.lines if line["rank"] == 0), {})
+    raised_after = survivor.get("raised_after_s")
+    if raised_after is None or raised_after >= 2.0:
+        phase.failures.append(f"rank 0 raised after {raised_after} s (want < 2 s): {survivor.get('error')}")
+    print(f"killed rank: the survivor raised after {raised_after} s: {survivor.get('error')}", flush=True)
+    return phase
+
+
 def _kernels(arch: str) -> Phase:
     phase = Phase("synccl kernels", 1, cases=1)
     start = time.perf_counter()
@@ -231,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"corpus: skipped, no {CORPUS / 'MANIFEST.tsv'}", flush=True)
     phases.append(run_phase("torch", 2, title="torch backend (CUDA tensors)"))
+    phases.append(_killed_rank())
     bandwidth = run_phase("bandwidth", 2, ",".join(str(s) for s in BANDWIDTH_SIZES), str(args.iters), title="all_reduce timing")
     phases.append(bandwidth)
     print()
