@@ -13,6 +13,7 @@ timeout, and the torch backend on CUDA tensors.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -234,6 +235,22 @@ def test_a_non_root_gather_leaves_its_output_untouched(mailboxes):
 def test_an_address_outside_every_mailbox_is_refused():
     with pytest.raises(CommError, match="lies in no mailbox mapped on the device"):
         rebase(0x2000, [Region(0x1000, 0x100, 0x9000)], "channel word SEND_HEAD")
+
+
+def test_the_gpu_check_needs_no_solver(tmp_path):
+    """The GPU machine's Python has no z3 or HiGHS (make gpu-check installs synccl without dependencies)."""
+    for solver in ("z3", "highspy"):
+        (tmp_path / f"{solver}.py").write_text("raise ImportError('not on the GPU machine')\n")
+    script = (
+        "import synccl.bench._gpu_worker, synccl.torch\n"
+        "from synccl.bench.gpu_check import _kernels\n"
+        "phase = _kernels('sm_90')\n"
+        "assert phase.ok, phase.failures\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "registers/thread, spills 0 B stored / 0 B loaded" in done.stdout, done.stdout
 
 
 # -- on a GPU: real processes sharing it ------------------------------------------------------------
