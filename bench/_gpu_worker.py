@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from synccl.bench._apply import call_collective
+
 KiB, MiB = 1 << 10, 1 << 20
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "reduce", "gather", "scatter")
 COMBINING = ("all_reduce", "reduce_scatter", "reduce")
@@ -80,7 +82,7 @@ def run_case(comm: Any, xp: Any, case: Case, seed: int, *, root: int | None = No
         total = expected_outputs(coll, inputs, op="sum", root=root)[r]
         want = np.floor_divide(total, n) if np.issubdtype(dtype, np.integer) else (total / n).astype(dtype)
     mine = xp.asarray(inputs[r])
-    got = call(comm, xp, coll, mine, count, op=op, inplace=inplace, root=root)
+    got = call_collective(comm, lambda k: xp.empty(k, mine.dtype), coll, mine, count, op=op, inplace=inplace, root=root)
     comm.synchronize()
     if want is None:
         return None
@@ -89,36 +91,6 @@ def run_case(comm: Any, xp: Any, case: Case, seed: int, *, root: int | None = No
         wrong = int(np.count_nonzero(~np.isclose(np.asarray(host, np.float64), np.asarray(want, np.float64), rtol=1e-2, atol=1e-2)))
         return f"{coll} {dtype_name} {op} {nbytes} B {'in place' if inplace else 'out of place'}: rank {r}: {wrong} of {want.size} wrong, got {host[:4]} want {want[:4]}"
     return None
-
-
-def call(comm: Any, xp: Any, coll: str, mine: Any, count: int, *, op: str, inplace: bool, root: int, algorithm: str | None = None) -> Any:
-    """Call collective ``coll`` as an application would; returns the output array."""
-    import synccl
-
-    n, r = comm.size, comm.rank
-
-    def empty(k: int) -> Any:
-        return xp.empty(k, mine.dtype)
-
-    if coll == "all_reduce":
-        return comm.allreduce(mine, None if inplace else empty(mine.size), op=op, algorithm=algorithm)
-    if coll == "all_gather":
-        out = empty(count * n)
-        if inplace:
-            out[r * count : (r + 1) * count] = mine
-            return comm.allgather(synccl.IN_PLACE, out, algorithm=algorithm)
-        return comm.allgather(mine, out, algorithm=algorithm)
-    if coll == "reduce_scatter":
-        return comm.reduce_scatter(mine, None if inplace else empty(count), op=op, algorithm=algorithm)
-    if coll == "all_to_all":
-        return comm.alltoall(mine, None if inplace else empty(mine.size), algorithm=algorithm)
-    if coll == "broadcast":
-        return comm.broadcast(mine, root=root, recvbuf=None if inplace else empty(mine.size), algorithm=algorithm)
-    if coll == "reduce":
-        return comm.reduce(mine, None if inplace else empty(mine.size), root=root, op=op, algorithm=algorithm)
-    if coll == "gather":
-        return comm.gather(mine, empty(count * n) if r == root else None, root=root, algorithm=algorithm)
-    return comm.scatter(mine if r == root else None, empty(count), root=root, algorithm=algorithm)
 
 
 def matrix(comm: Any, max_bytes: int) -> tuple[list[str], dict[str, Any]]:

@@ -13,6 +13,7 @@ import ml_dtypes
 import numpy as np
 
 import synccl
+from synccl.bench._apply import call_collective
 from synccl.collectives import expected_outputs, library
 
 DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64, np.int8, np.int32, np.int64]
@@ -60,32 +61,9 @@ class Runner:
             self.failures.append(f"{name}: rank {r} raised {traceback.format_exc(limit=3)}")
 
     def _call(self, collective, mine, count, dtype, op, algorithm, inplace, root, registered):
-        comm, n, r = self.comm, self.comm.size, self.comm.rank
-        out_size = {"all_gather": count * n, "gather": count * n}.get(collective, count)
+        comm = self.comm
         alloc = (lambda k: comm.empty(k, mine.dtype)) if registered else (lambda k: np.empty(k, mine.dtype))
-        if collective == "all_reduce":
-            return comm.allreduce(mine, None if inplace else alloc(mine.size), op=op, algorithm=algorithm)
-        if collective == "all_gather":
-            out = alloc(out_size)
-            if inplace:
-                out[r * count : (r + 1) * count] = mine
-                return comm.allgather(synccl.IN_PLACE, out, algorithm=algorithm)
-            return comm.allgather(mine, out, algorithm=algorithm)
-        if collective == "reduce_scatter":
-            if inplace:
-                return comm.reduce_scatter(mine, op=op, algorithm=algorithm)
-            return comm.reduce_scatter(mine, alloc(count), op=op, algorithm=algorithm)
-        if collective == "all_to_all":
-            return comm.alltoall(mine, None if inplace else alloc(mine.size), algorithm=algorithm)
-        if collective == "broadcast":
-            return comm.broadcast(mine, root=root, recvbuf=None if inplace else alloc(mine.size), algorithm=algorithm)
-        if collective == "reduce":
-            return comm.reduce(mine, None if inplace else alloc(mine.size), root=root, op=op, algorithm=algorithm)
-        if collective == "gather":
-            return comm.gather(mine, alloc(out_size) if r == root else None, root=root, algorithm=algorithm)
-        if collective == "scatter":
-            return comm.scatter(mine if r == root else None, alloc(count), root=root, algorithm=algorithm)
-        raise ValueError(collective)
+        return call_collective(comm, alloc, collective, mine, count, op=op, inplace=inplace, root=root, algorithm=algorithm)
 
 
 def main(mode: str) -> int:
