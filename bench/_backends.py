@@ -179,11 +179,11 @@ class SynccclBackend(Backend):
         if self._tensors is None:
             super().write(buf, data)
         else:
-            self._tensors.write(buf, data)
+            _write_tensor(buf, data)
 
     def read(self, buf: Any) -> np.ndarray:
         self.synchronize()  # raises the failure of a queued GPU call
-        return super().read(buf) if self._tensors is None else self._tensors.read(buf)
+        return super().read(buf) if self._tensors is None else _read_tensor(buf)
 
     def clear(self, buf: Any) -> None:
         if self._tensors is None:
@@ -435,12 +435,6 @@ class _CudaTensors:
 
     def empty(self, count: int, dtype: np.dtype) -> Any:
         return self._torch.empty(count, dtype=getattr(self._torch, np.dtype(dtype).name), device=self.device)
-
-    def write(self, buf: Any, data: np.ndarray) -> None:
-        _write_tensor(buf, data)
-
-    def read(self, buf: Any) -> np.ndarray:
-        return _read_tensor(buf)
 
 
 def _write_tensor(tensor: Any, data: np.ndarray) -> None:
