@@ -161,13 +161,21 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
 
 
 class Machine(Protocol[V]):
-    """Storage and arithmetic that :func:`replay` drives."""
+    """Storage and arithmetic that :func:`replay` drives.
+
+    ``produce`` gives the value a PRODUCE step computes into ``where``; ``consume`` takes the
+    value a CONSUME step read (the block of the rank's result it computes from).
+    """
 
     def read(self, event: Event, rank: int, where: Slice) -> V: ...
 
     def write(self, event: Event, rank: int, where: Slice, value: V) -> None: ...
 
     def combine(self, event: Event, local: V, received: V) -> V: ...
+
+    def produce(self, event: Event, rank: int, where: Slice) -> V: ...
+
+    def consume(self, event: Event, rank: int, value: V) -> None: ...
 
 
 def replay(sched: Schedule, machine: Machine[V], *, on_event: Callable[[int, Event], None] | None = None) -> None:
@@ -184,7 +192,12 @@ def replay(sched: Schedule, machine: Machine[V], *, on_event: Callable[[int, Eve
         ins, rank = ev.instruction, ev.rank
         sem = semantics[ins.op]
         # The op's value, as OpSemantics defines it.
-        if sem.reduces:
+        if sem.computes:
+            if ins.op.reads_src:
+                machine.consume(ev, rank, machine.read(ev, rank, ins.src))
+                continue
+            value = machine.produce(ev, rank, ins.dst)
+        elif sem.reduces:
             if sem.reads_dst:
                 value = machine.combine(ev, machine.read(ev, rank, ins.dst), machine.read(ev, rank, ins.src))
             else:

@@ -90,6 +90,8 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
     '<algo name="ring_all_gather_n2_c1" proto="Simple" nchannels="'
     """
     verify(program)
+    if program.computes:
+        raise XmlError(f"export {program.name!r}: has compute steps (produce/consume), which MSCCL XML cannot express; export the collective without them")
     spec = program.spec
     lanes = program.nlanes
     if lanes > limits.max_channels:

@@ -20,6 +20,16 @@ Instruction semantics (``src`` and ``dst`` are slices of the executing rank's bu
     RECV_REDUCE_SEND       send src (+) received on (nothing written locally)
     RECV_REDUCE_COPY_SEND  dst := src (+) received; send dst on
     NOP                    nothing; waits for its deps
+    PRODUCE                dst := kernel(the rank's own operands): computes the chunks the collective moves
+    CONSUME                result[src] := kernel(src): computes one block of the result from arrived chunks
+
+PRODUCE and CONSUME are *compute steps* (``Instruction.kernel`` names the computation, e.g.
+``'matmul'``): a Program with them fuses a collective with the computation around it, as
+tensor-parallel layers do (matmul then reduce-scatter; all-gather then matmul). They run on a
+channel with no peers -- the rank's compute stream -- and order against transfers through
+dependencies like any instruction. A kernel must act block by block: the result block of chunk
+``i`` depends on chunk ``i`` alone (a matmul's rows do), which is what lets the verifier prove the
+fused Program computes the unfused result.
 
 :data:`OP_SEMANTICS` is the same table in machine-readable form: the verifier, the reference
 interpreter, the simulator and the runtime derive what an opcode does from it.
@@ -55,6 +65,8 @@ class Op(str, Enum):
     RECV_REDUCE_SEND = "recv_reduce_send"
     RECV_REDUCE_COPY_SEND = "recv_reduce_copy_send"
     NOP = "nop"
+    PRODUCE = "produce"
+    CONSUME = "consume"
 
     @property
     def semantics(self) -> OpSemantics:
@@ -121,6 +133,10 @@ class OpSemantics:
     accepts_src : bool
         A ``src`` slice may be given: always when ``reads_src``; RECV_COPY_SEND accepts one and
         ignores it.
+    computes : bool
+        A compute step: runs ``Instruction.kernel`` instead of moving data. Its value is the
+        rank's own contribution to the ``dst`` chunks (PRODUCE) or the kernel applied to ``src``,
+        delivered to the rank's result (CONSUME); no MSCCL step type expresses it.
 
     Examples
     --------
@@ -136,6 +152,7 @@ class OpSemantics:
     reduces: bool = False
     local_work: bool = False
     accepts_src: bool = False
+    computes: bool = False
 
 
 #: The meaning of every opcode, in one place (see :class:`OpSemantics`); read-only.
@@ -152,6 +169,8 @@ OP_SEMANTICS: Mapping[Op, OpSemantics] = MappingProxyType(
             receives=True, sends=True, reads_src=True, writes_dst=True, reduces=True, local_work=True, accepts_src=True
         ),
         Op.NOP: OpSemantics(),
+        Op.PRODUCE: OpSemantics(writes_dst=True, computes=True),
+        Op.CONSUME: OpSemantics(reads_src=True, accepts_src=True, computes=True),
     }
 )
 
@@ -178,12 +197,16 @@ class Dependency:
 
 @dataclass(frozen=True, slots=True)
 class Instruction:
-    """One step of a channel. ``src``/``dst`` are ``None`` where the op has no such operand."""
+    """One step of a channel. ``src``/``dst`` are ``None`` where the op has no such operand.
+
+    ``kernel`` names the computation of a compute step (PRODUCE, CONSUME) and is ``None`` otherwise.
+    """
 
     op: Op
     src: Slice | None = None
     dst: Slice | None = None
     deps: tuple[Dependency, ...] = ()
+    kernel: str | None = None
 
     @property
     def count(self) -> int:
@@ -192,7 +215,7 @@ class Instruction:
         return operand.count if operand is not None else 0
 
     def __str__(self) -> str:
-        parts = [self.op.value]
+        parts = [self.op.value if self.kernel is None else f"{self.op.value} {self.kernel}"]
         if self.src is not None:
             parts.append(f"src={self.src}")
         if self.dst is not None:
@@ -287,6 +310,11 @@ class Program:
             for ch in rp.channels:
                 for i, ins in enumerate(ch.instructions):
                     yield rp.rank, ch.id, i, ins
+
+    @property
+    def computes(self) -> bool:
+        """Whether the Program has compute steps (it fuses computation with the collective)."""
+        return any(ins.op.semantics.computes for _, _, _, ins in self.instructions())
 
     def num_instructions(self) -> int:
         """Total instruction count over all ranks."""

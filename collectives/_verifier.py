@@ -10,6 +10,12 @@ Four checks, each of which stops the later ones when it fails:
    the same result in every interleaving, so one symbolic execution proves them all.
 4. Postcondition: a symbolic execution over sets of contributions gives every constrained
    output chunk exactly the contributions the collective asks for -- none missing, none twice.
+
+Compute steps (PRODUCE, CONSUME) join the same checks. A rank that produces its input starts
+with an uninitialized input, so a transfer that reads a chunk before it is computed reads
+uninitialized data; every CONSUME must read final data (a write it is not ordered after is a
+race), and a rank that consumes must consume every constrained output chunk exactly once, with
+one kernel, so its result is ``kernel(output)`` block by block -- the unfused computation.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synccl.collectives._execution import Event, Schedule, replay, schedule
-from synccl.collectives._program import OP_SEMANTICS, Instruction, Program, Slice
+from synccl.collectives._program import OP_SEMANTICS, Instruction, Op, Program, Slice
 from synccl.collectives._spec import Buffer, Contribution
 from synccl.exceptions import VerificationError, Violation
 
@@ -116,6 +122,8 @@ def _check_rank_channels(program: Program, rank: int) -> Iterable[Violation]:
     senders: dict[tuple[int, int], int] = {}
     receivers: dict[tuple[int, int], int] = {}
     for pos, ch in enumerate(rp.channels):
+        if (ch.send_peer is not None or ch.recv_peer is not None) and any(ins.op.semantics.computes for ins in ch.instructions):
+            yield Violation("structure", "compute steps (produce, consume) run on a channel with no peers (the rank's compute stream)", rank=rank, channel=ch.id)
         if ch.id != pos:
             yield Violation("structure", f"channel ids must be 0..{len(rp.channels) - 1} in order; position {pos} has id {ch.id}", rank=rank, channel=ch.id)
             return
@@ -157,6 +165,12 @@ def _instruction_problems(program: Program, rank: int, channel: int, index: int,
         yield f"{op.value} takes no src slice, got {ins.src}"
     if not sem.writes_dst and ins.dst is not None:
         yield f"{op.value} takes no dst slice, got {ins.dst}"
+    if sem.computes != (ins.kernel is not None):
+        yield f"{op.value} needs a kernel name" if sem.computes else f"{op.value} moves data and takes no kernel, got {ins.kernel!r}"
+    if op is Op.PRODUCE and ins.dst is not None and ins.dst.buffer is not Buffer.INPUT:
+        yield f"produce computes input chunks, got dst {ins.dst}"
+    if op is Op.CONSUME and ins.src is not None and ins.src.buffer is not Buffer.OUTPUT:
+        yield f"consume computes from output chunks, got src {ins.src}"
     for name, sl in (("src", ins.src), ("dst", ins.dst)):
         if sl is None:
             continue
@@ -167,7 +181,7 @@ def _instruction_problems(program: Program, rank: int, channel: int, index: int,
             yield f"{name} count must be >= 1, got {sl.count}"
         elif sl.index < 0 or sl.index + sl.count > size:
             yield f"{name} {sl} is out of bounds: {sl.buffer.value} has {size} chunks"
-    if ins.dst is not None and ins.dst.buffer is Buffer.INPUT and not program.spec.inplace and sem.writes_dst:
+    if ins.dst is not None and ins.dst.buffer is Buffer.INPUT and not program.spec.inplace and sem.writes_dst and not sem.computes:
         yield f"{op.value} writes {ins.dst} but an out-of-place collective must leave its input buffer unchanged"
     if ins.src is not None and ins.dst is not None and ins.src.count != ins.dst.count:
         yield f"src {ins.src} and dst {ins.dst} differ in size"
@@ -294,6 +308,12 @@ class _NoValues:
     def combine(self, event: Event, local: None, received: None) -> None:
         return None
 
+    def produce(self, event: Event, rank: int, where: Slice) -> None:
+        return None
+
+    def consume(self, event: Event, rank: int, value: None) -> None:
+        return None
+
 
 def _check_races(program: Program, sched: Schedule) -> list[Violation]:
     detector = _RaceDetector(program, sched)
@@ -312,9 +332,14 @@ class _SymbolicMachine:
         spec = program.spec
         self.memory: dict[tuple[int, Buffer, int], Value] = {}
         self.writer: dict[tuple[int, Buffer, int], Event] = {}
+        # A rank that computes its input (PRODUCE) starts with it uninitialized.
+        producers = {rank for rank, _, _, ins in program.instructions() if ins.op is Op.PRODUCE}
         for rank in range(spec.nranks):
-            for k, contribution in spec.precondition(rank).items():
-                self.memory[(rank, *spec.resolve(rank, Buffer.INPUT, k))] = frozenset({contribution})
+            if rank not in producers:
+                for k, contribution in spec.precondition(rank).items():
+                    self.memory[(rank, *spec.resolve(rank, Buffer.INPUT, k))] = frozenset({contribution})
+        self.produced: set[tuple[int, int]] = set()  # (rank, input chunk)
+        self.consumed: dict[tuple[int, int], tuple[str, Value, Event]] = {}  # (rank, output chunk) -> (kernel, value, step)
         self.violations: list[Violation] = []
 
     def read(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
@@ -344,15 +369,36 @@ class _SymbolicMachine:
             out.append(a | b)
         return tuple(out)
 
-    def _flag(self, event: Event, chunk: int | None, message: str) -> None:
+    def produce(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
+        precondition = self.program.spec.precondition(rank)
+        out = []
+        for k in range(where.index, where.index + where.count):
+            if (rank, k) in self.produced:
+                self._flag(event, k, f"computes input[{k}] a second time", check="compute")
+            self.produced.add((rank, k))
+            out.append(frozenset({precondition[k]}) if k in precondition else None)
+        return tuple(out)
+
+    def consume(self, event: Event, rank: int, value: tuple[Value, ...]) -> None:
+        kernel = event.instruction.kernel
+        for offset, v in enumerate(value):
+            k = event.instruction.src.index + offset
+            if v is None:
+                self._flag(event, k, f"computes from output[{k}] before it holds data", check="compute")
+            elif (rank, k) in self.consumed:
+                self._flag(event, k, f"computes from output[{k}] a second time", check="compute")
+            self.consumed.setdefault((rank, k), (kernel, v, event))
+
+    def _flag(self, event: Event, chunk: int | None, message: str, *, check: str = "reduction") -> None:
         if len(self.violations) < _MAX_VIOLATIONS:
-            self.violations.append(Violation("reduction", message, rank=event.rank, channel=event.channel, instruction=event.index, chunk=chunk))
+            self.violations.append(Violation(check, message, rank=event.rank, channel=event.channel, instruction=event.index, chunk=chunk))
 
 
 def _check_postcondition(program: Program, sched: Schedule) -> list[Violation]:
     machine = _SymbolicMachine(program)
     replay(sched, machine)
     out = list(machine.violations)
+    out.extend(_check_results(program, machine))
     spec = program.spec
     for rank in range(spec.nranks):
         for idx, expected in spec.postcondition(rank).items():
@@ -375,6 +421,33 @@ def _check_postcondition(program: Program, sched: Schedule) -> list[Violation]:
             if len(out) >= _MAX_VIOLATIONS:
                 return out
     return out
+
+
+def _check_results(program: Program, machine: _SymbolicMachine) -> list[Violation]:
+    """A rank that consumes computes ``kernel(output)``: every constrained chunk, once, final, one kernel."""
+    out: list[Violation] = []
+    spec = program.spec
+    for rank in sorted({r for r, _ in machine.consumed}):
+        kernels = sorted({kernel for (r, _), (kernel, _, _) in machine.consumed.items() if r == rank})
+        if len(kernels) > 1:
+            out.append(Violation("compute", f"computes its result with different kernels {kernels}; one kernel must compute every block", rank=rank))
+        for idx, expected in spec.postcondition(rank).items():
+            entry = machine.consumed.get((rank, idx))
+            if entry is None:
+                out.append(Violation("compute", f"never computes from output[{idx}]: its block of the result is missing", rank=rank, chunk=idx))
+            elif entry[1] != expected:
+                step = entry[2]
+                out.append(
+                    Violation(
+                        "compute",
+                        f"computes from output[{idx}] holding {_format(entry[1])}, expected the final {_format(expected)}",
+                        rank=rank,
+                        channel=step.channel,
+                        instruction=step.index,
+                        chunk=idx,
+                    )
+                )
+    return out[:_MAX_VIOLATIONS]
 
 
 def _format(value: Value) -> str:

@@ -81,6 +81,14 @@ class _NumpyMachine:
     def combine(self, event: Event, local: tuple[np.ndarray, ...], received: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         return tuple(self.combine_fn(a, b) for a, b in zip(local, received, strict=True))
 
+    # Compute steps: the reference runs the collective alone, on inputs already produced; the
+    # kernels themselves are the caller's (synccl.overlap runs them).
+    def produce(self, event: Event, rank: int, where: Slice) -> tuple[np.ndarray, ...]:
+        return self.read(event, rank, where)
+
+    def consume(self, event: Event, rank: int, value: tuple[np.ndarray, ...]) -> None:
+        return None
+
 
 def run_reference(program: Program, inputs: Sequence[np.ndarray], *, op: ReduceOp = "sum") -> list[np.ndarray]:
     """Verify ``program``, run it on every rank's 1-D input, and return every rank's output buffer.

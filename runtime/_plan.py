@@ -264,6 +264,12 @@ class _ClassMachine:
     def combine(self, event: Event, local: tuple, received: tuple) -> tuple:
         return tuple(a if a is not None else b for a, b in zip(local, received, strict=True))
 
+    def produce(self, event: Event, rank: int, where: Slice) -> tuple[ChunkClass | None, ...]:
+        return self.read(event, rank, where)  # a produced chunk has the size of the input chunk it fills
+
+    def consume(self, event: Event, rank: int, value: tuple) -> None:
+        return None  # sizes of results are the caller's (synccl.overlap)
+
 
 def compile_plan(
     program: Program,

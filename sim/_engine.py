@@ -19,6 +19,11 @@ Model
 * A local phase is a flow of ``count * chunk_bytes`` bytes over the rank's memory, a resource
   of ``memory_bandwidth(rank)`` GB/s that the rank's concurrent local phases share fairly.
   Alone, it takes ``count * chunk_bytes / memory_bandwidth``.
+* A compute step (PRODUCE, CONSUME) is a local phase on the rank's compute engine instead:
+  ``count * compute_us[kernel]`` microseconds of work on a resource that does one microsecond of
+  work per microsecond, shared fairly by the rank's concurrent compute steps. Transfers do not
+  slow compute down (on GPUs they compete for SMs and memory: Flux and torch's async TP report
+  this interference; the model leaves it out, so it is optimistic by that much).
 
 So a lone message of ``m`` bytes over one link takes ``latency + m / bandwidth``.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
+from collections.abc import Mapping
 
 from synccl.collectives import OP_SEMANTICS, Program
 from synccl.exceptions import CollectiveError, ProgramError, TopologyError
@@ -43,7 +49,7 @@ logger = logging.getLogger(__name__)
 _DRAIN, _ARRIVE = 0, 1
 
 
-def simulate(program: Program, topology: Topology, size_bytes: int, *, local_cost: bool = True) -> SimResult:
+def simulate(program: Program, topology: Topology, size_bytes: int, *, local_cost: bool = True, compute_us: Mapping[str, float] | None = None) -> SimResult:
     """Simulate ``program`` on ``topology`` for a message of ``size_bytes`` bytes.
 
     The message size is nccl-tests': the byte size of the collective's largest buffer
@@ -61,6 +67,9 @@ def simulate(program: Program, topology: Topology, size_bytes: int, *, local_cos
         Message size in bytes, > 0.
     local_cost : bool
         Whether local copies and reductions take time (``False``: a pure network model).
+    compute_us : mapping of str to float, optional
+        Microseconds one chunk of each kernel's compute steps takes; needed when the Program has
+        compute steps (:func:`synccl.sim.estimate_overlap` derives them from a matmul cost model).
 
     Returns
     -------
@@ -94,7 +103,8 @@ def simulate(program: Program, topology: Topology, size_bytes: int, *, local_cos
     102.0
     """
     _check_inputs(program, topology, size_bytes)
-    engine = _Engine(program, topology, size_bytes / program.spec.size_chunks, local_cost)
+    kernel_us = _check_compute(program, compute_us)
+    engine = _Engine(program, topology, size_bytes / program.spec.size_chunks, local_cost, kernel_us)
     engine.run()
     time_us = max(engine.rank_finish, default=0.0)
     algbw = size_bytes / (time_us * BYTES_PER_US_PER_GBPS) if time_us > 0 else float("inf")
@@ -154,19 +164,35 @@ def _check_inputs(program: Program, topology: Topology, size_bytes: int) -> None
                         raise ProgramError(f"{where} instruction {index}: depends on channel {dep.channel!r}, which does not exist")
 
 
+def _check_compute(program: Program, compute_us: Mapping[str, float] | None) -> dict[str, float]:
+    """Microseconds per chunk of every kernel the Program's compute steps run."""
+    kernels = sorted({ins.kernel for _, _, _, ins in program.instructions() if ins.kernel is not None})
+    given = dict(compute_us or {})
+    for kernel in kernels:
+        if kernel not in given:
+            raise ProgramError(f"simulate: program {program.name!r} computes {kernel!r} but compute_us gives no time for it (got {sorted(given)})")
+        us = given[kernel]
+        if not isinstance(us, int | float) or isinstance(us, bool) or not us >= 0:
+            raise CollectiveError(f"simulate: compute_us[{kernel!r}] must be a number of microseconds >= 0, got {us!r}")
+    return given
+
+
 class _Engine:
     """Mutable state of one simulation run; flows and channels are indexed by integers."""
 
-    def __init__(self, program: Program, topology: Topology, chunk_bytes: float, local_cost: bool) -> None:
+    def __init__(self, program: Program, topology: Topology, chunk_bytes: float, local_cost: bool, compute_us: dict[str, float]) -> None:
         self.program = program
         # Links: the topology's, then one memory resource per rank.
         self.network_links = [(link.src, link.dst) for link in topology.links()]
         link_id = {pair: i for i, pair in enumerate(self.network_links)}
         self.capacity = [link.bandwidth * BYTES_PER_US_PER_GBPS for link in topology.links()]
-        memory = []
+        memory, compute = [], []
         for r in range(program.nranks):
             memory.append(len(self.capacity))
             self.capacity.append(topology.memory_bandwidth(r) * BYTES_PER_US_PER_GBPS)
+        for r in range(program.nranks):  # a compute engine per rank: one microsecond of work per microsecond
+            compute.append(len(self.capacity))
+            self.capacity.append(1.0)
         self.link_flows: list[dict[int, None]] = [{} for _ in self.capacity]
         self.link_bytes = [0.0] * len(self.capacity)
 
@@ -185,11 +211,11 @@ class _Engine:
             return conn_id.setdefault((src, dst, lane), len(conn_id))
 
         self.channel_rank = [rank for rank, _ in channels]
-        self.channel_memory = [(memory[rank],) for rank, _ in channels]
         self.send_conn: list[int | None] = []
         self.send_links: list[tuple[int, ...]] = []
         self.send_latency: list[float] = []
-        self.steps: list[list[tuple[tuple[tuple[int, int], ...], int | None, float, float]]] = []
+        # Per instruction: (deps, receive connection, local work, local resource, bytes sent).
+        self.steps: list[list[tuple[tuple[tuple[int, int], ...], int | None, float, tuple[int, ...], float]]] = []
         for rank, ch in channels:
             recv = connection(ch.recv_peer, rank, ch.lane) if ch.recv_peer is not None else None
             if ch.send_peer is not None:
@@ -206,8 +232,11 @@ class _Engine:
                 nbytes = ins.count * chunk_bytes
                 deps = tuple((key[rank, d.channel], d.instruction) for d in ins.deps)
                 sem = OP_SEMANTICS[ins.op]
-                local = nbytes if local_cost and sem.local_work else 0.0
-                steps.append((deps, recv if sem.receives else None, local, nbytes if sem.sends else 0.0))
+                if sem.computes:
+                    local, resource = ins.count * compute_us[ins.kernel], (compute[rank],)
+                else:
+                    local, resource = (nbytes if local_cost and sem.local_work else 0.0), (memory[rank],)
+                steps.append((deps, recv if sem.receives else None, local, resource, nbytes if sem.sends else 0.0))
             self.steps.append(steps)
         self.conn_names = {i: c for c, i in conn_id.items()}
 
@@ -268,7 +297,7 @@ class _Engine:
                 continue
             steps = steps_of[k]
             while pos[k] < len(steps):
-                deps, recv, local, send = steps[pos[k]]
+                deps, recv, local, resource, send = steps[pos[k]]
                 blocker = next(((kd, i) for kd, i in deps if pos[kd] <= i), None)
                 if blocker is not None:
                     self.dep_waiters.setdefault(blocker, []).append(k)
@@ -279,7 +308,7 @@ class _Engine:
                         break
                     self.consumed[recv] += 1
                 if local > 0:
-                    self._start_flow(k, self.channel_memory[k], local, send=False)
+                    self._start_flow(k, resource, local, send=False)
                     break
                 if send > 0:
                     self._start_flow(k, self.send_links[k], send, send=True)
@@ -329,7 +358,7 @@ class _Engine:
             self._complete(now, k)
             self.worklist.append(k)
             return
-        send = self.steps[k][self.pos[k]][3]
+        send = self.steps[k][self.pos[k]][4]
         if send > 0:
             self._start_flow(k, self.send_links[k], send, send=True)
         else:
@@ -379,7 +408,7 @@ class _Engine:
         for k, (rank, ch) in enumerate(channels):
             index = self.pos[k]
             if index < len(ch.instructions):
-                deps, recv, _, _ = self.steps[k][index]
+                deps, recv, _, _, _ = self.steps[k][index]
                 waiting = next(((kd, i) for kd, i in deps if self.pos[kd] <= i), None)
                 if waiting is not None:
                     reason = f"waits for channel {channels[waiting[0]][1].id} instruction {waiting[1]}, which never completes"

@@ -45,6 +45,21 @@ def _pass_around(c: ChunkRef, order: list[int], pos: int, idx: int, lane: int) -
         c = c.copy(order[(pos + step) % n], Buffer.OUTPUT, idx, lane=lane)
 
 
+def _ring_orders(nranks: int, channels: int, bidirectional: bool, order: tuple[int, ...] | None) -> list[list[int]]:
+    """Each ring's rank order: ``order`` (a permutation of the ranks) if given, else 0..n-1."""
+    if order is None:
+        return [_order(nranks, j, bidirectional) for j in range(channels)]
+    if sorted(order) != list(range(nranks)):
+        raise CollectiveError(f"ring order must be a permutation of 0..{nranks - 1}, got {tuple(order)!r}")
+    forward = list(order)
+    return [forward[::-1] if bidirectional and j % 2 else forward for j in range(channels)]
+
+
+def _check_pieces(pieces: int) -> None:
+    if not isinstance(pieces, int) or isinstance(pieces, bool) or pieces < 1:
+        raise CollectiveError(f"ring: pieces must be an integer >= 1, got {pieces!r}")
+
+
 def _check_channels(channels: int, bidirectional: bool) -> None:
     if not isinstance(channels, int) or channels < 1:
         raise CollectiveError(f"ring: channels must be an integer >= 1, got {channels!r}")
@@ -53,56 +68,72 @@ def _check_channels(channels: int, bidirectional: bool) -> None:
 
 
 @register("ring", "all_gather", "k rings; n-1 steps, bandwidth-optimal on a ring")
-def ring_all_gather(nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False) -> Program:
+def ring_all_gather(
+    nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False, pieces: int = 1, order: tuple[int, ...] | None = None
+) -> Program:
     """Ring allgather on ``channels`` parallel rings.
 
-    Every rank must call the collective; the input is not modified.
+    Every rank must call the collective; the input is not modified. Each ring moves its part of
+    a block as ``pieces`` chunks one after another, so a receiver can use the first piece while
+    the next is in flight (overlapped all-gather + matmul); ``order`` is the ring's rank order.
 
     >>> ring_all_gather(4, channels=2).spec.chunk_factor
     2
+    >>> ring_all_gather(3, pieces=2, order=(0, 2, 1)).ranks[0].channels[0].send_peer
+    2
     """
     _check_channels(channels, bidirectional)
-    n, k = nranks, channels
-    spec = CollectiveSpec("all_gather", n, chunk_factor=k, inplace=inplace)
-    with program(f"ring_all_gather_n{n}_c{k}", spec) as p:
-        for j in range(k):
-            order = _order(n, j, bidirectional)
-            for pos, owner in enumerate(order):
-                c = chunk(owner, Buffer.INPUT, j)
-                if not inplace:
-                    c = c.copy(owner, Buffer.OUTPUT, owner * k + j)
-                _pass_around(c, order, pos, owner * k + j, j)
+    _check_pieces(pieces)
+    n, k, m = nranks, channels, pieces
+    spec = CollectiveSpec("all_gather", n, chunk_factor=k * m, inplace=inplace)
+    suffix = f"_p{m}" if m > 1 else ""
+    with program(f"ring_all_gather_n{n}_c{k}{suffix}", spec) as p:
+        for j, ring in enumerate(_ring_orders(n, k, bidirectional, order)):
+            for pos, owner in enumerate(ring):
+                for i in range(m):
+                    c = chunk(owner, Buffer.INPUT, j * m + i)
+                    if not inplace:
+                        c = c.copy(owner, Buffer.OUTPUT, (owner * k + j) * m + i)
+                    _pass_around(c, ring, pos, (owner * k + j) * m + i, j)
     return p.program
 
 
 @register("ring", "reduce_scatter", "k rings; n-1 steps, bandwidth-optimal on a ring")
-def ring_reduce_scatter(nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False) -> Program:
+def ring_reduce_scatter(
+    nranks: int, *, channels: int = 1, bidirectional: bool = False, inplace: bool = False, pieces: int = 1, order: tuple[int, ...] | None = None
+) -> Program:
     """Ring reduce-scatter on ``channels`` parallel rings.
 
     Partial sums travel around the ring and end, complete, at the rank that owns the block.
-    Out of place, intermediate partials live in scratch so the input stays untouched.
+    Out of place, intermediate partials live in scratch so the input stays untouched. Each ring
+    moves its part of a block as ``pieces`` chunks one after another (so a matmul can produce the
+    next piece while the first travels); ``order`` is the ring's rank order.
 
     >>> ring_reduce_scatter(3).num_instructions()
     9
+    >>> ring_reduce_scatter(2, pieces=3).spec.chunk_factor
+    3
     """
     _check_channels(channels, bidirectional)
-    n, k = nranks, channels
-    spec = CollectiveSpec("reduce_scatter", n, chunk_factor=k, inplace=inplace)
-    with program(f"ring_reduce_scatter_n{n}_c{k}", spec) as p:
-        for j in range(k):
-            order = _order(n, j, bidirectional)
-            for pos, owner in enumerate(order):
-                idx = owner * k + j
-                if n == 1:
-                    if not inplace:
-                        chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, j)
-                    continue
+    _check_pieces(pieces)
+    n, k, m = nranks, channels, pieces
+    spec = CollectiveSpec("reduce_scatter", n, chunk_factor=k * m, inplace=inplace)
+    suffix = f"_p{m}" if m > 1 else ""
+    with program(f"ring_reduce_scatter_n{n}_c{k}{suffix}", spec) as p:
+        for j, ring in enumerate(_ring_orders(n, k, bidirectional, order)):
+            for pos, owner in enumerate(ring):
+                for i in range(m):
+                    idx, out = (owner * k + j) * m + i, j * m + i
+                    if n == 1:
+                        if not inplace:
+                            chunk(owner, Buffer.INPUT, idx).copy(owner, Buffer.OUTPUT, out)
+                        continue
 
-                def place(rank: int, owner: int = owner, idx: int = idx, j: int = j) -> ChunkRef:
-                    # Out of place, partials live in scratch so the input stays untouched.
-                    return p.ref(rank, Buffer.OUTPUT, j) if rank == owner else p.ref(rank, Buffer.INPUT if inplace else Buffer.SCRATCH, idx)
+                    def place(rank: int, owner: int = owner, idx: int = idx, out: int = out) -> ChunkRef:
+                        # Out of place, partials live in scratch so the input stays untouched.
+                        return p.ref(rank, Buffer.OUTPUT, out) if rank == owner else p.ref(rank, Buffer.INPUT if inplace else Buffer.SCRATCH, idx)
 
-                _reduce_around(order, pos, idx, j, place)
+                    _reduce_around(ring, pos, idx, j, place)
     return p.program
 
 

@@ -66,8 +66,10 @@ def test_rows_are_consistent(op):
     assert not s.reads_src or s.accepts_src
     # Local work is a copy out of src or a reduction: what the simulator charges memory bandwidth for.
     assert s.local_work == (s.reduces or (s.reads_src and s.writes_dst))
-    # Every op but NOP has a value to do something with.
-    assert (s.writes_dst or s.sends) == (op is not Op.NOP)
+    # Compute steps move nothing between ranks and are charged as compute, not memory traffic.
+    assert not s.computes or not (s.receives or s.sends or s.local_work or s.reduces)
+    # Every op but NOP has a value to do something with (a CONSUME's goes to the rank's result).
+    assert (s.writes_dst or s.sends or s.computes) == (op is not Op.NOP)
 
 
 def test_a_reduce_send_writes_nothing_locally_and_recv_copy_send_ignores_a_src():
