@@ -190,7 +190,7 @@ class _Engine:
         for r in range(program.nranks):
             memory.append(len(self.capacity))
             self.capacity.append(topology.memory_bandwidth(r) * BYTES_PER_US_PER_GBPS)
-        for r in range(program.nranks):  # a compute engine per rank: one microsecond of work per microsecond
+        for _ in range(program.nranks):  # a compute engine per rank: one microsecond of work per microsecond
             compute.append(len(self.capacity))
             self.capacity.append(1.0)
         self.link_flows: list[dict[int, None]] = [{} for _ in self.capacity]
