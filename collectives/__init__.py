@@ -3,6 +3,7 @@
 from synccl.collectives._algorithm import Algorithm, Step, Transfer, chunk_destinations, chunk_sources
 from synccl.collectives._dsl import ChunkRef, ProgramBuilder, chunk, current_program, program
 from synccl.collectives._execution import Connection, Event, Schedule, schedule
+from synccl.collectives._fuse import FUSED_KINDS, FusedKind, compute_channel, consume_output, fused_ring, produce_input
 from synccl.collectives._msccl_xml import (
     MSCCL_LIMITS,
     ExecutorLimits,
@@ -62,4 +63,10 @@ __all__ = [
     "parse_collective",
     "schedule",
     "verify",
+    "FUSED_KINDS",
+    "FusedKind",
+    "compute_channel",
+    "consume_output",
+    "fused_ring",
+    "produce_input",
 ]

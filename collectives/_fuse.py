@@ -16,13 +16,21 @@ producer makes each transfer that first reads an input chunk wait for the step c
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
+from typing import Literal
 
+from synccl.collectives import library
 from synccl.collectives._execution import schedule
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
 from synccl.collectives._spec import Buffer, CollectiveSpec
+from synccl.collectives._verifier import verify
 from synccl.exceptions import ProgramError
 
-__all__ = ["consume_output", "produce_input", "compute_channel"]
+__all__ = ["FusedKind", "FUSED_KINDS", "consume_output", "produce_input", "compute_channel", "fused_ring"]
+
+#: The fused operations of tensor parallelism (torch's ``fused_all_gather_matmul`` and ``fused_matmul_reduce_scatter``).
+FusedKind = Literal["all_gather_matmul", "matmul_reduce_scatter"]
+FUSED_KINDS: tuple[str, ...] = ("all_gather_matmul", "matmul_reduce_scatter")
 
 
 def consume_output(program: Program, kernel: str) -> Program:
@@ -99,6 +107,27 @@ def produce_input(program: Program, kernel: str) -> Program:
         stream = Channel(stream_id, None, None, tuple(Instruction(Op.PRODUCE, dst=Slice(Buffer.INPUT, k), kernel=kernel) for k in chunks))
         ranks.append(RankProgram(rp.rank, (*channels, stream), rp.scratch_chunks))
     return replace(program, name=f"{kernel}+{program.name}", ranks=tuple(ranks))
+
+
+@lru_cache(maxsize=64)
+def fused_ring(kind: FusedKind, nranks: int, *, pieces: int = 1, order: tuple[int, ...] | None = None) -> Program:
+    """The verified ring decomposition of ``kind`` on ``nranks`` ranks, each block moved in ``pieces`` chunks.
+
+    ``order`` is the ring's rank order (the topology's ring; ``0..n-1`` by default). The Program
+    is verified before it is returned, so every caller runs or times a proven schedule.
+
+    >>> p = fused_ring("matmul_reduce_scatter", 4, pieces=2)
+    >>> p.name, p.spec.chunk_factor
+    ('matmul+ring_reduce_scatter_n4_c1_p2', 2)
+    """
+    if kind == "all_gather_matmul":
+        program = consume_output(library.build("ring", "all_gather", nranks, pieces=pieces, order=order), "matmul")
+    elif kind == "matmul_reduce_scatter":
+        program = produce_input(library.build("ring", "reduce_scatter", nranks, pieces=pieces, order=order), "matmul")
+    else:
+        raise ProgramError(f"fused_ring: kind must be one of {', '.join(FUSED_KINDS)}, got {kind!r}")
+    verify(program)
+    return program
 
 
 def compute_channel(rank_program: RankProgram) -> Channel | None:

@@ -33,6 +33,7 @@ from synccl.runtime._cuda_arrays import on_device
 from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._fingerprint import Fingerprint, call_fingerprint, signature
 from synccl.runtime._log import enable_debug_log
+from synccl.runtime._overlap import ComputeFn, require_native, run_alongside
 from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
 from synccl.runtime._selection import Selection, build_program, load_xml, registry_version, select
@@ -433,6 +434,19 @@ class Communicator:
         fingerprint = call_fingerprint(collective, share, send.dtype, op if collective.is_combining else None, root, inplace, program.name)
         return self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op=op, label=label, fingerprint=fingerprint, average=average)
 
+    def _run_fused(self, program: Program, layout: Layout, buffers: dict[Buffer, np.ndarray], compute: ComputeFn, *, share: int, label: str) -> None:
+        """Run a verified fused Program (a collective with compute steps) over ``buffers``, computing on this thread.
+
+        See :mod:`synccl.runtime._overlap`; :mod:`synccl.overlap` builds the Program, the layout and ``compute``.
+        """
+        send = buffers[Buffer.INPUT]
+        inplace = _same_memory(send, buffers[Buffer.OUTPUT])
+        combining = program.collective.is_combining
+        fingerprint = call_fingerprint(program.collective, share, send.dtype, "sum" if combining else None, None, inplace, program.name)
+        call = self._compile(program, layout, buffers, op="sum", label=label, fingerprint=fingerprint)
+        require_native(self.config.engine, call.native is not None, label, self.rank)
+        self._launch(call, compute=compute)
+
     def _announce(self, selection: Selection, inplace: bool) -> None:
         """Log each distinct choice of Program once (``SYNCCL_DEBUG=INFO``)."""
         key = (selection.program.collective, selection.min_bytes, selection.max_bytes, selection.program.name, inplace)
@@ -499,7 +513,7 @@ class Communicator:
             _, dropped = self._calls.popitem(last=False)
             self._pinned_bytes -= dropped.pinned
 
-    def _launch(self, call: _Call) -> None:
+    def _launch(self, call: _Call, *, compute: ComputeFn | None = None) -> None:
         if self._closed or self.world.broken is not None:
             self._check_usable(call.label)
         if call.cuda is None and self._cuda is not None:
@@ -515,7 +529,9 @@ class Communicator:
             if call.cuda is not None:  # queued on the caller's stream; the CUDA engine ends the call once its kernel has run
                 self._cuda.launch(call.cuda, signature, label=label, seq=seq, fingerprint=fingerprint, pending=pending)
                 return
-            if call.native is not None:
+            if compute is not None:  # a fused Program: this thread runs its compute steps beside the kernel
+                run_alongside(call.native, world, signature, self.config.timeout_s, label, seq, compute)
+            elif call.native is not None:
                 native.run(call.native, world, signature, self.config.timeout_s, label, seq)
             else:
                 for end in call.resync:

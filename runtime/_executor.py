@@ -274,8 +274,14 @@ def _local(semantics: OpSemantics) -> Handler:
     return _reduce if semantics.reduces else _copy
 
 
+def _compute(step: Step, recv, send, transports, combine, signature, check, me, label) -> None:
+    raise CommError(f"{label}: rank {me}: compute steps run beside the native engine (synccl.overlap), not in the Python executor", rank=me, op=label)
+
+
 @functools.cache
 def _handler(semantics: OpSemantics) -> Handler:
+    if semantics.computes:
+        return _compute
     return _receiving(semantics) if semantics.receives else _local(semantics)
 
 

@@ -27,7 +27,7 @@ from synccl.runtime._shm import ShmReceiver, ShmSender
 if TYPE_CHECKING:
     from synccl.runtime._world import World
 
-__all__ = ["NativePlan", "encode", "runs_natively", "run", "CHECK_S"]
+__all__ = ["NativePlan", "encode", "runs_natively", "run", "begin", "abort", "host_channel", "CHECK_S"]
 
 #: The kernel hands control back after this long without progress (peers and timeout are checked).
 CHECK_S = 0.05
@@ -118,6 +118,9 @@ def encode(plan: RankPlan, buffers: dict[Buffer, np.ndarray], *, op: str, check:
     dep_pairs: list[tuple[int, int]] = []
     channel_rows: list[list[int]] = []
     for steps in plan.channels:
+        if host_channel(steps):  # the host runs it (runtime/_overlap.py); the kernel only reads its position
+            channel_rows.append(_channel_row([], len(step_rows), local_index))
+            continue
         channel_rows.append(_channel_row(steps, len(step_rows), local_index))
         for step in steps:
             step_rows.append(_step_row(step, bases, len(dep_pairs)))
@@ -127,7 +130,7 @@ def encode(plan: RankPlan, buffers: dict[Buffer, np.ndarray], *, op: str, check:
     channel_table = np.array(channel_rows or [[0] * Channel.COUNT], dtype=np.int64)
     state = np.zeros((max(1, len(plan.channels)), State.COUNT), dtype=np.int64)
     report = np.zeros(Report.COUNT, dtype=np.int64)
-    abort = np.zeros(1, dtype=np.int64)  # the host build is stopped by returning STALLED instead
+    abort_word = np.zeros(1, dtype=np.int64)  # set by abort(): a host compute step failed
     launch = np.zeros(Launch.COUNT, dtype=np.int64)
     launch[Launch.STEPS], launch[Launch.DEPS], launch[Launch.CHANNELS] = _address(step_table), _address(dep_table), _address(channel_table)
     launch[Launch.NCHANNELS] = len(plan.channels)
@@ -139,21 +142,44 @@ def encode(plan: RankPlan, buffers: dict[Buffer, np.ndarray], *, op: str, check:
     launch[Launch.CHECK] = check
     launch[Launch.NSLOTS], launch[Launch.SLOT_STRIDE] = slots, slot_stride
     launch[Launch.CHECK_NS] = int(CHECK_S * 1e9)
-    launch[Launch.ABORT], launch[Launch.REPORT] = _address(abort), _address(report)
-    return NativePlan(plan, launch, state, report, (step_table, dep_table, channel_table, abort), _address(launch))
+    launch[Launch.ABORT], launch[Launch.REPORT] = _address(abort_word), _address(report)
+    return NativePlan(plan, launch, state, report, (step_table, dep_table, channel_table, abort_word), _address(launch))
 
 
-def run(native: NativePlan, world: World, signature: int, timeout_s: float, label: str, seq: int) -> None:
+def host_channel(steps: list[PlanStep]) -> bool:
+    """Whether a channel's steps are compute steps, which the host runs beside the kernel."""
+    return bool(steps) and OP_SEMANTICS[steps[0].op].computes
+
+
+def begin(native: NativePlan, signature: int) -> None:
+    """Start a call from the host, as a fresh kernel run would: zero the channel state and report.
+
+    A host thread that runs compute steps beside the kernel (:mod:`synccl.runtime._overlap`)
+    shares the state table, so the call must be started before either side moves; the kernel is
+    then run with ``started=True``.
+    """
+    native.launch[Launch.SIGNATURE] = signature
+    native.state[:] = 0
+    native.report[:] = 0
+    native.tables[3][0] = 0
+
+
+def abort(native: NativePlan) -> None:
+    """Make a running kernel stop at its next idle pass (it then returns ABORTED)."""
+    native.tables[3][0] = 1
+
+
+def run(native: NativePlan, world: World, signature: int, timeout_s: float, label: str, seq: int, *, started: bool = False) -> None:
     """Run call ``seq`` (``label`` in messages) to completion on this rank, or raise :class:`CommError`.
 
     ``world`` gives the peers' registered regions, watches them (``check_peers``) and explains
-    mismatches, as for the Python executor.
+    mismatches, as for the Python executor. ``started``: :func:`begin` has started the call.
     """
     if world.region_table is not native.region_table:  # a region was registered since
         table = native.region_table = world.region_table
         native.launch[Launch.PEER_REGIONS], native.launch[Launch.REGION_CAP] = _address(table), table.shape[1]
     run_kernel = host_library().synccl_host_run
-    fresh = 1
+    fresh = 0 if started else 1
     while True:
         status = run_kernel(native.address, signature, fresh)
         if status == Status.DONE:

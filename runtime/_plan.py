@@ -24,7 +24,7 @@ from synccl.collectives import Buffer, Event, Op, Program, Schedule, Slice, sche
 from synccl.collectives._execution import replay
 from synccl.exceptions import CommError, ProgramError
 
-__all__ = ["Layout", "ShareLayout", "CountsLayout", "RankPlan", "Step", "check_capacity", "compile_plan", "tile_count"]
+__all__ = ["Layout", "ShareLayout", "RowLayout", "CountsLayout", "RankPlan", "Step", "check_capacity", "compile_plan", "tile_count"]
 
 #: What a chunk location holds, as far as sizes go (see :meth:`Layout.contribution_class`).
 ChunkClass = tuple[int, ...]
@@ -96,6 +96,45 @@ class ShareLayout(Layout):
 
 
 @dataclass(frozen=True, slots=True)
+class RowLayout(Layout):
+    """Buffers of whole rows of ``row`` elements: shares of ``share_rows`` rows, each cut into ``chunk_factor`` chunks.
+
+    As :class:`ShareLayout`, but tiles and chunks never split a row, so every piece a step
+    touches is a block of rows of a matrix -- what a compute step needs (a matmul's row block).
+
+    >>> RowLayout(4, 3, 2).range(Buffer.OUTPUT, 3, 0, 1)
+    (18, 24)
+    >>> RowLayout(4, 3, 1).range(Buffer.OUTPUT, 0, 1, 2)
+    (6, 12)
+    """
+
+    share_rows: int
+    row: int
+    chunk_factor: int
+
+    def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
+        s, j = divmod(chunk, self.chunk_factor)
+        lo, hi = _part(s * self.share_rows, (s + 1) * self.share_rows, tile, tiles)
+        lo, hi = _part(lo, hi, j, self.chunk_factor)
+        return lo * self.row, hi * self.row
+
+    def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
+        return (chunk % self.chunk_factor,)
+
+    def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
+        lo, hi = _part(0, self.share_rows, tile, tiles)
+        a, b = _part(lo, hi, cls[0], self.chunk_factor)
+        return (b - a) * self.row
+
+    def largest_chunk(self) -> int:
+        return -(-self.share_rows // self.chunk_factor) * self.row
+
+    def largest_piece(self, tiles: int) -> int:
+        widest_tile = -(-self.share_rows // tiles)
+        return -(-widest_tile // self.chunk_factor) * self.row
+
+
+@dataclass(frozen=True, slots=True)
 class CountsLayout(Layout):
     """All-to-allv: input chunk ``j`` holds ``send_counts[j]`` elements for rank ``j``; output chunk ``i`` what rank ``i`` sent."""
 
@@ -141,7 +180,8 @@ def tile_count(program: Program, largest_piece: Callable[[int], int], itemsize: 
     """
     widest = max((ins.count for _, _, _, ins in program.instructions()), default=1)
     tiles = max(1, -(-widest * largest_piece(1) * itemsize // slice_bytes))
-    while widest * largest_piece(tiles) * itemsize > slice_bytes and largest_piece(tiles) > 1:
+    smallest = largest_piece(1 << 40)  # a piece cannot shrink below one element (one row of a RowLayout)
+    while widest * largest_piece(tiles) * itemsize > slice_bytes and largest_piece(tiles) > smallest:
         tiles += 1  # pieces round up: a message of several chunks may need one more tile
     return tiles
 

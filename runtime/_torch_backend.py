@@ -190,6 +190,17 @@ class SynccclProcessGroup(dist.ProcessGroup):
             self._run_until(work)  # queued on the caller's current stream now, in issue order
         return work
 
+    def run_exclusive(self, run: Callable[[Communicator], Any]) -> Any:
+        """Run ``run(communicator)`` as the group's next operation, after those queued before it; return its result.
+
+        How :mod:`synccl.overlap` runs a fused call on a torch group without racing the group's
+        own queued collectives for the communicator.
+        """
+        box: list[Any] = []
+        work = self._submit(lambda: box.append(run(self.comm)), None)
+        work.wait()
+        return box[0]
+
     def shutdown(self) -> None:
         self._closing = True
         self._thread.join(timeout=5)
