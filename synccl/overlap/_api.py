@@ -22,7 +22,7 @@ import numpy as np
 from synccl.collectives import Buffer, fused_ring
 from synccl.exceptions import CommError
 from synccl.runtime import Communicator
-from synccl.runtime._buffers import as_array, dtype_code, is_cuda_array, is_torch
+from synccl.runtime._buffers import DTYPES, as_array, dtype_code, is_cuda_array, is_torch
 from synccl.runtime._plan import RowLayout, Step
 
 __all__ = ["all_gather_matmul", "matmul_reduce_scatter"]
@@ -321,7 +321,7 @@ def _describe(row: np.ndarray, name: str, rank: int) -> str:
     ndim, dim, code, nweights = (int(v) for v in row[:4])
     shape = tuple(int(v) for v in row[4 : 4 + ndim])
     widths = [int(v) for v in row[4 + _MAX_DIMS : 4 + _MAX_DIMS + nweights]]
-    return f"rank {rank} has {name} of shape {shape} (dtype code {code}), dim {dim}, output widths {widths}"
+    return f"rank {rank} has {name} of shape {shape} and dtype {DTYPES[code]}, dim {dim}, output widths {widths}"
 
 
 # -- who takes part -------------------------------------------------------------------------------
