@@ -230,8 +230,8 @@ def _torch_kit() -> _Kit:
         else:
             x.div_(p, rounding_mode="floor")
 
-    def dtype(x: torch.Tensor) -> np.dtype:
-        return as_array(x.detach().reshape(-1)[:0].contiguous(), name="tensor", op="overlap", writable=False).dtype
+    def dtype(x: torch.Tensor) -> np.dtype:  # the numpy dtype the runtime moves the tensor's elements as
+        return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="overlap", writable=False).dtype
 
     return _Kit(
         "torch",
