@@ -14,11 +14,12 @@ from synccl.topologies._host import HostInfo, detect_host, host_topology, measur
 from synccl.topologies._json import FORMAT, VERSION, from_dict, load_topology, save_topology, to_dict
 from synccl.topologies._multinode import multinode
 from synccl.topologies._nodes import NIC_BANDWIDTH
-from synccl.topologies._nvidia import dgx1, dgx2, dgx_a100, dgx_h100, ndv2
+from synccl.topologies._nvidia import dgx1, dgx2, dgx_a100, dgx_h100, dgx_h200, hgx_h800, ndv2
 from synccl.topologies._nvidia_smi import CPU_AFFINITY, GPU_NUMA_ID, NUMA_NODE, parse_nvidia_smi_topo
 from synccl.topologies._topology import (
     BANDWIDTH,
     DEFAULT_MEMORY_BANDWIDTH,
+    DEVICE,
     HOST,
     KIND,
     LANES,
@@ -36,6 +37,7 @@ __all__ = [
     # core
     "BANDWIDTH",
     "DEFAULT_MEMORY_BANDWIDTH",
+    "DEVICE",
     "HOST",
     "KIND",
     "LANES",
@@ -70,6 +72,8 @@ __all__ = [
     "dgx2",
     "dgx_a100",
     "dgx_h100",
+    "dgx_h200",
+    "hgx_h800",
     "ndv2",
     "mi250",
     "mi300x",

@@ -2,7 +2,9 @@
 
 Figures come from AMD's and its customers' public documents, cited per builder. Links
 are xGMI (AMD Infinity Fabric); latencies are typical measured values (see
-:mod:`synccl.topologies._nodes`).
+:mod:`synccl.topologies._nodes`). Every rank names its device in the
+:data:`~synccl.topologies.DEVICE` attribute: ``'MI250'`` (one GCD, half a package) or
+``'MI300X'``.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def mi250(*, nics: bool = True) -> Topology:
     (200.0, 100.0, False)
     """
     b = TopologyBuilder()
-    gcds = add_gpus(b, 8, memory_bandwidth=MI250_GCD_HBM)
+    gcds = add_gpus(b, 8, memory_bandwidth=MI250_GCD_HBM, device="MI250")
     for (u, v), lanes in _MI250_XGMI.items():
         b.add_link(gcds[u], gcds[v], bandwidth=lanes * _MI250_LINK, latency=XGMI_LATENCY, kind=LinkKind.XGMI, lanes=lanes)
     if nics:
@@ -114,11 +116,11 @@ def mi300x(*, nics: bool = True) -> Topology:
     Examples
     --------
     >>> t = mi300x()
-    >>> t.link(2, 5).bandwidth, sum(1 for link in t.out_links(0) if link.kind.value == "xgmi")
-    (64.0, 7)
+    >>> t.link(2, 5).bandwidth, sum(1 for link in t.out_links(0) if link.kind.value == "xgmi"), t.device(0)
+    (64.0, 7, 'MI300X')
     """
     b = TopologyBuilder()
-    gpus = add_gpus(b, 8, memory_bandwidth=MI300X_HBM)
+    gpus = add_gpus(b, 8, memory_bandwidth=MI300X_HBM, device="MI300X")
     for u, v in itertools.combinations(gpus, 2):
         b.add_link(u, v, bandwidth=_MI300X_LINK, latency=XGMI_LATENCY, kind=LinkKind.XGMI)
     if nics:

@@ -19,7 +19,7 @@ from synccl.topologies._generic import fully_connected, hypercube, line, mesh2d,
 from synccl.topologies._host import host_topology
 from synccl.topologies._json import load_topology
 from synccl.topologies._multinode import multinode
-from synccl.topologies._nvidia import dgx1, dgx2, dgx_a100, dgx_h100, ndv2
+from synccl.topologies._nvidia import dgx1, dgx2, dgx_a100, dgx_h100, dgx_h200, hgx_h800, ndv2
 from synccl.topologies._topology import Topology
 
 __all__ = ["TopologyInfo", "get_topology", "list_topologies"]
@@ -112,6 +112,20 @@ def _families() -> dict[str, _Family]:
         ("dgx2", "dgx2[:N]", "NVIDIA DGX-2 (16x V100 on NVSwitch, 8x EDR NICs)", "dgx2", _machine(dgx2, "dgx2")),
         ("dgx-a100", "dgx-a100[:N]", "NVIDIA DGX A100 (8x A100 on NVSwitch, 8x HDR NICs)", "dgx-a100:16", _machine(dgx_a100, "dgx-a100")),
         ("dgx-h100", "dgx-h100[:N]", "NVIDIA DGX H100 (8x H100 on NVSwitch, 8x NDR NICs)", "dgx-h100:4", _machine(dgx_h100, "dgx-h100")),
+        (
+            "dgx-h200",
+            "dgx-h200[:N]",
+            "NVIDIA DGX H200 (8x H200 on NVSwitch, HBM3e, 8x NDR NICs)",
+            "dgx-h200:2",
+            _machine(dgx_h200, "dgx-h200"),
+        ),
+        (
+            "hgx-h800",
+            "hgx-h800[:N]",
+            "HGX H800 (8x H800 on NVSwitch at 400 GB/s, 8x NDR NICs)",
+            "hgx-h800:2",
+            _machine(hgx_h800, "hgx-h800"),
+        ),
         ("ndv2", "ndv2[:N]", "Azure NDv2 (8x V100 hybrid cube-mesh, 1x EDR NIC)", "ndv2:4", _machine(ndv2, "ndv2")),
         ("mi250", "mi250[:N]", "AMD node of 4x MI250 (8 GCDs on xGMI, 4x 200G NICs)", "mi250:2", _machine(mi250, "mi250")),
         ("mi300x", "mi300x[:N]", "AMD 8x MI300X (xGMI full mesh, 8x 400G NICs)", "mi300x:2", _machine(mi300x, "mi300x")),

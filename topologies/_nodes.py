@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from synccl.topologies._topology import LinkKind, TopologyBuilder, VertexKind
+from synccl.topologies._topology import DEVICE, LinkKind, TopologyBuilder, VertexKind
 
 #: NIC vertex attribute: bandwidth (GB/s, one direction) of the NIC's network port.
 NIC_BANDWIDTH = "nic_bandwidth"
@@ -34,9 +34,10 @@ HDR_200G = 25.0
 NDR_400G = 50.0
 
 
-def add_gpus(builder: TopologyBuilder, count: int, *, memory_bandwidth: float) -> list[int]:
-    """Add ``count`` ranks with the given HBM bandwidth and return their ids."""
-    return [builder.add_rank(memory_bandwidth=memory_bandwidth) for _ in range(count)]
+def add_gpus(builder: TopologyBuilder, count: int, *, memory_bandwidth: float, device: str | None = None) -> list[int]:
+    """Add ``count`` ranks with the given HBM bandwidth (and device type, if given) and return their ids."""
+    attrs = {} if device is None else {DEVICE: device}
+    return [builder.add_rank(memory_bandwidth=memory_bandwidth, **attrs) for _ in range(count)]
 
 
 def add_switched(

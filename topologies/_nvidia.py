@@ -1,4 +1,4 @@
-"""NVIDIA machines: DGX-1 (V100), DGX-2, DGX A100, DGX H100 and Azure NDv2.
+"""NVIDIA machines: DGX-1 (V100), DGX-2, DGX A100, DGX H100, DGX H200, HGX H800 and Azure NDv2.
 
 Figures come from the vendors' public documents, cited per builder. NVLink 2, 3 and 4 all
 carry 25 GB/s per link per direction, so a GPU pair with ``k`` links gets ``lanes=k`` and
@@ -7,7 +7,10 @@ carry 25 GB/s per link per direction, so a GPU pair with ``k`` links gets ``lane
 them, so one logical switch with the GPU's total link count is exact for bandwidth.
 NICs are vertices ``'nic0'``, ``'nic1'``, ... carrying their port rate in the
 :data:`NIC_BANDWIDTH` attribute; :func:`synccl.topologies.multinode` joins them to a fabric.
-Latencies are typical measured values (see :mod:`synccl.topologies._nodes`).
+Latencies are typical measured values (see :mod:`synccl.topologies._nodes`). The ranks of
+the A100 and Hopper machines name their GPU in the :data:`~synccl.topologies.DEVICE`
+attribute (``'A100'``, ``'A100-40GB'``, ``'H100'``, ``'H200'``, ``'H800'``), read by
+:meth:`Topology.device`; the V100 machines (dgx1, dgx2, ndv2) leave it unset.
 """
 
 from __future__ import annotations
@@ -32,12 +35,19 @@ from synccl.topologies._nodes import (
 )
 from synccl.topologies._topology import LinkKind, Topology, TopologyBuilder
 
-__all__ = ["dgx1", "dgx2", "dgx_a100", "dgx_h100", "ndv2"]
+__all__ = ["dgx1", "dgx2", "dgx_a100", "dgx_h100", "dgx_h200", "hgx_h800", "ndv2"]
 
 V100_HBM = 900.0  # GB/s, NVIDIA Tesla V100 SXM2 datasheet
 A100_40GB_HBM = 1555.0  # GB/s, NVIDIA A100 datasheet (A100 40GB SXM)
 A100_80GB_HBM = 2039.0  # GB/s, NVIDIA A100 datasheet (A100 80GB SXM)
 H100_HBM = 3350.0  # GB/s, NVIDIA H100 datasheet (H100 SXM5)
+H200_HBM = 4800.0  # GB/s, NVIDIA H200 datasheet (H200 SXM, HBM3e 4.8 TB/s)
+H800_HBM = 3350.0  # GB/s, NVIDIA H800 SXM5 80GB: the H100 SXM5's HBM3
+
+# NVLink 4 links per GPU: 18 on the H100 and H200 SXM (900 GB/s bidirectional), 8 on the
+# H800 SXM, whose NVLink is cut to 400 GB/s bidirectional (200 GB/s per direction).
+H100_NVLINKS = 18
+H800_NVLINKS = 8
 
 # NVLink multiplicities of the DGX-1 with V100 ("hybrid cube-mesh"), as in the DGX1
 # topology of msccl-tools (msccl/topologies/nvidia.py, from SCCL): (0 1 2 3) and
@@ -174,7 +184,8 @@ def dgx_a100(*, nics: bool = True, memory: Literal["40gb", "80gb"] = "40gb") -> 
     nics : bool, optional
         Add the eight compute NICs (``'nic0'`` .. ``'nic7'``), NIC ``i`` linked to GPU ``i``.
     memory : {'40gb', '80gb'}, optional
-        The A100 variant, which sets each rank's memory bandwidth.
+        The A100 variant, which sets each rank's memory bandwidth and device
+        (``'A100-40GB'`` or ``'A100'``, the 80GB part).
 
     Returns
     -------
@@ -196,7 +207,7 @@ def dgx_a100(*, nics: bool = True, memory: Literal["40gb", "80gb"] = "40gb") -> 
     if memory not in hbm:
         raise TopologyError(f"dgx_a100: memory must be '40gb' or '80gb', got {memory!r}")
     b = TopologyBuilder()
-    gpus = add_gpus(b, 8, memory_bandwidth=hbm[memory])
+    gpus = add_gpus(b, 8, memory_bandwidth=hbm[memory], device="A100" if memory == "80gb" else "A100-40GB")
     add_switched(b, gpus, "nvswitch", lanes=12, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
     if nics:
         add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=HDR_200G, pcie_bandwidth=PCIE_GEN4)
@@ -226,16 +237,106 @@ def dgx_h100(*, nics: bool = True) -> Topology:
     Examples
     --------
     >>> t = dgx_h100()
-    >>> t.link(7, "nvswitch").lanes, t.memory_bandwidth(0)
-    (18, 3350.0)
+    >>> t.link(7, "nvswitch").lanes, t.memory_bandwidth(0), t.device(0)
+    (18, 3350.0, 'H100')
     """
+    return _hopper_node(
+        "dgx-h100",
+        "H100",
+        hbm=H100_HBM,
+        nvlinks=H100_NVLINKS,
+        nics=nics,
+        title="NVIDIA DGX H100",
+        parts="8x H100 SXM5, 4 NVSwitches",
+        source="H100 white paper",
+    )
+
+
+def dgx_h200(*, nics: bool = True) -> Topology:
+    """NVIDIA DGX H200: eight H200 SXM on four NVSwitches, eight NDR NICs.
+
+    The DGX H100's fabric with the H200 GPU: eighteen NVLink 4 links per GPU (25 GB/s per
+    direction each, 450 GB/s in all, 900 GB/s bidirectional) over four NVSwitches, and
+    eight ConnectX-7 400 Gb/s NICs, NIC ``i`` next to GPU ``i`` on PCIe Gen5. The H200 is
+    the H100's Hopper chip with 141 GB of HBM3e at 4.8 TB/s. Source: NVIDIA H200 Tensor
+    Core GPU datasheet (NVLink 900 GB/s, HBM3e 4.8 TB/s) and DGX H200 datasheet.
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the eight compute NICs, NIC ``i`` linked to GPU ``i``.
+
+    Returns
+    -------
+    Topology
+        Named ``'dgx-h200'``.
+
+    Examples
+    --------
+    >>> t = dgx_h200()
+    >>> t.link(0, "nvswitch").bandwidth, t.memory_bandwidth(0), t.device(0)
+    (450.0, 4800.0, 'H200')
+    """
+    return _hopper_node(
+        "dgx-h200",
+        "H200",
+        hbm=H200_HBM,
+        nvlinks=H100_NVLINKS,
+        nics=nics,
+        title="NVIDIA DGX H200",
+        parts="8x H200 SXM, 4 NVSwitches",
+        source="H200 datasheet",
+    )
+
+
+def hgx_h800(*, nics: bool = True) -> Topology:
+    """An HGX H800 server: eight H800 SXM5 on NVSwitch, eight NDR NICs.
+
+    The H800 is the H100 SXM5 (same compute, 80 GB HBM3 at 3.35 TB/s) with its NVLink cut
+    to 400 GB/s bidirectional: modeled as eight NVLink 4 links of 25 GB/s per direction
+    (200 GB/s per direction) to the NVSwitch fabric; the total is NVIDIA's, the split into
+    eight links an assumption that only ``lanes`` shows. Eight 400 Gb/s NICs, NIC ``i``
+    next to GPU ``i`` on PCIe Gen5, as in the H800 cluster of the DeepSeek-V3 report
+    (InfiniBand 50 GB/s per GPU). Sources: NVIDIA H800 SXM5 specifications (NVLink
+    400 GB/s); DeepSeek-V3 technical report (arXiv:2412.19437), sections 3.1-3.2.
+
+    Parameters
+    ----------
+    nics : bool, optional
+        Add the eight compute NICs, NIC ``i`` linked to GPU ``i``.
+
+    Returns
+    -------
+    Topology
+        Named ``'hgx-h800'``.
+
+    Examples
+    --------
+    >>> t = hgx_h800()
+    >>> t.link(0, "nvswitch").bandwidth, t.link(0, "nvswitch").lanes, t.device(0)
+    (200.0, 8, 'H800')
+    """
+    return _hopper_node(
+        "hgx-h800",
+        "H800",
+        hbm=H800_HBM,
+        nvlinks=H800_NVLINKS,
+        nics=nics,
+        title="HGX H800",
+        parts="8x H800 SXM5, NVSwitch, NVLink 400 GB/s",
+        source="H800 SXM5 specifications",
+    )
+
+
+def _hopper_node(name: str, device: str, *, hbm: float, nvlinks: int, nics: bool, title: str, parts: str, source: str) -> Topology:
+    """Eight Hopper GPUs on one NVSwitch vertex with ``nvlinks`` links each, and eight NDR NICs."""
     b = TopologyBuilder()
-    gpus = add_gpus(b, 8, memory_bandwidth=H100_HBM)
-    add_switched(b, gpus, "nvswitch", lanes=18, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
+    gpus = add_gpus(b, 8, memory_bandwidth=hbm, device=device)
+    add_switched(b, gpus, "nvswitch", lanes=nvlinks, lane_bandwidth=NVLINK_LANE, latency=NVSWITCH_LATENCY, kind=LinkKind.NVSWITCH)
     if nics:
         add_nics(b, [[g] for g in gpus], prefix="nic", nic_bandwidth=NDR_400G, pcie_bandwidth=PCIE_GEN5)
     extra = ", 8x ConnectX-7 400G NICs" if nics else ""
-    return b.build("dgx-h100", description=f"NVIDIA DGX H100 (8x H100 SXM5, 4 NVSwitches{extra}); H100 white paper")
+    return b.build(name, description=f"{title} ({parts}{extra}); {source}")
 
 
 def _hybrid_cube_mesh(b: TopologyBuilder, gpus: list[int]) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "VERTEX_KIND",
     "HOST",
     "MEMORY_BANDWIDTH",
+    "DEVICE",
     "DEFAULT_MEMORY_BANDWIDTH",
     "LinkKind",
     "VertexKind",
@@ -44,6 +45,7 @@ LANES = "lanes"  # physical links bundled in this directed link
 VERTEX_KIND = "vertex_kind"  # VertexKind
 HOST = "host"  # machine index of a rank, switch or NIC (None for fabric switches)
 MEMORY_BANDWIDTH = "memory_bandwidth"  # GB/s of a rank's local copies and reductions
+DEVICE = "device"  # a rank's device type, e.g. 'H100' (absent where the topology does not say)
 
 #: Local copy bandwidth assumed when a topology does not state one (GB/s).
 DEFAULT_MEMORY_BANDWIDTH = 100.0
@@ -167,6 +169,23 @@ class Topology:
         """Bandwidth (GB/s) of local copies and reductions on ``rank``."""
         self._check_rank(rank)
         return self._graph.nodes[rank][MEMORY_BANDWIDTH]
+
+    def device(self, rank: int) -> str | None:
+        """The device type of ``rank``, e.g. ``'H100'``; ``None`` where the topology does not say.
+
+        The vendor machines of the catalog name their GPUs (``'A100'``, ``'H100'``,
+        ``'MI300X'``, ...); generic topologies such as ``ring:8`` do not. The device is the
+        rank's vertex attribute :data:`DEVICE`, so it survives JSON, subsets and multinode.
+
+        >>> b = TopologyBuilder()
+        >>> r0, r1 = b.add_rank(device="H100"), b.add_rank()
+        >>> b.add_link(r0, r1, bandwidth=25.0, latency=0.7, kind="nvlink")
+        >>> topo = b.build("pair")
+        >>> topo.device(0), topo.device(1)
+        ('H100', None)
+        """
+        self._check_rank(rank)
+        return self._graph.nodes[rank].get(DEVICE)
 
     def host_of(self, vertex: int | str) -> int | None:
         """Machine index of ``vertex`` (``None`` for a fabric switch)."""
@@ -358,6 +377,8 @@ def _validate(name: str, graph: nx.DiGraph) -> int:
             raise TopologyError(f"topology {name!r}: vertex {v!r} has vertex_kind {kind!r}")
         if expected_rank and not data.get(MEMORY_BANDWIDTH, 0) > 0:
             raise TopologyError(f"topology {name!r}: rank {v!r} has memory_bandwidth {data.get(MEMORY_BANDWIDTH)!r}, must be > 0")
+        if expected_rank and DEVICE in data and not (isinstance(data[DEVICE], str) and data[DEVICE]):
+            raise TopologyError(f"topology {name!r}: rank {v!r} has device {data[DEVICE]!r}, must be a non-empty string")
     for u, v, data in graph.edges(data=True):
         if u == v:
             raise TopologyError(f"topology {name!r}: self-link {u!r} -> {v!r}")
