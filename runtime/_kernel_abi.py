@@ -46,7 +46,8 @@ class Launch(IntEnum):
     TIMEOUT_NS = 17  # device: give up after this long without progress
     ABORT = 18  # address of a word that, once nonzero, stops every block
     REPORT = 19  # address of the Report record the kernel fills
-    COUNT = 20
+    NAP_AFTER_NS = 20  # host: an idle thread yields the CPU this long, then sleeps in naps
+    COUNT = 21
 
 
 class Channel(IntEnum):

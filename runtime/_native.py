@@ -31,6 +31,8 @@ __all__ = ["NativePlan", "encode", "runs_natively", "run", "begin", "abort", "ho
 
 #: The kernel hands control back after this long without progress (peers and timeout are checked).
 CHECK_S = 0.05
+#: An idle kernel yields the CPU this long before it naps: a longer stall means a peer is busy elsewhere.
+NAP_AFTER_NS = 50_000_000
 
 _OPS = {"sum": KernelOp.SUM, "avg": KernelOp.SUM, "prod": KernelOp.PROD, "min": KernelOp.MIN, "max": KernelOp.MAX, "band": KernelOp.BAND, "bor": KernelOp.BOR, "bxor": KernelOp.BXOR}
 _WAITS = ("a dependency", "a message from rank {recv}", "a free slot towards rank {send}", "rank {send} to read lent data")
@@ -142,6 +144,7 @@ def encode(plan: RankPlan, buffers: dict[Buffer, np.ndarray], *, op: str, check:
     launch[Launch.CHECK] = check
     launch[Launch.NSLOTS], launch[Launch.SLOT_STRIDE] = slots, slot_stride
     launch[Launch.CHECK_NS] = int(CHECK_S * 1e9)
+    launch[Launch.NAP_AFTER_NS] = NAP_AFTER_NS
     launch[Launch.ABORT], launch[Launch.REPORT] = _address(abort_word), _address(report)
     return NativePlan(plan, launch, state, report, (step_table, dep_table, channel_table, abort_word), _address(launch))
 
@@ -156,9 +159,11 @@ def begin(native: NativePlan, signature: int) -> None:
 
     A host thread that runs compute steps beside the kernel (:mod:`synccl.runtime._overlap`)
     shares the state table, so the call must be started before either side moves; the kernel is
-    then run with ``started=True``.
+    then run with ``started=True``. While it waits, the kernel naps at once instead of yielding:
+    the compute thread needs the core.
     """
     native.launch[Launch.SIGNATURE] = signature
+    native.launch[Launch.NAP_AFTER_NS] = 0
     native.state[:] = 0
     native.report[:] = 0
     native.tables[3][0] = 0

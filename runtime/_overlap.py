@@ -1,6 +1,6 @@
 """Running a fused Program on the CPU: the kernel moves data on one thread while this one computes.
 
-A fused Program (:mod:`synccl.collectives._fuse`) gives each rank a compute stream beside its
+A fused Program (:mod:`synccl.collectives._fuse`, run out of place) gives each rank a compute stream beside its
 transfer channels. The native engine runs the transfer channels on a helper thread (the host
 build is called through ctypes, which releases the GIL); the calling thread runs the compute
 steps in stream order, each once the transfer steps it depends on have completed, and publishes
@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 
 from synccl.exceptions import CommError
 from synccl.runtime import _native as native
-from synccl.runtime._kernel_abi import State
-from synccl.runtime._plan import Step
+from synccl.runtime._kernel_abi import Launch, State
 
 if TYPE_CHECKING:
     from synccl.runtime._world import World
 
 __all__ = ["ComputeFn", "run_alongside"]
 
-#: Runs one compute step (a PRODUCE or CONSUME of one tile) over the step's views.
-ComputeFn = Callable[[Step], None]
+#: Computes the elements ``[start, stop)`` of the buffer compute steps read (CONSUME: the output) or
+#: write (PRODUCE: the input): whole rows of one chunk, the tiles of it that are ready.
+ComputeFn = Callable[[int, int], None]
 
 _SPIN_CHECKS = 200  # polls before the waiting thread starts to sleep
 _NAP_S = 20e-6
@@ -71,15 +71,43 @@ def run_alongside(plan: native.NativePlan, world: World, signature: int, timeout
 
 
 def _compute_steps(plan: native.NativePlan, compute: ComputeFn, mover: threading.Thread) -> None:
+    """Run the compute stream in order; each step also takes the later tiles of its chunk that are already ready.
+
+    The plan repeats the stream once per tile, and a chunk's tiles are adjacent rows
+    (:class:`~synccl.runtime._plan.RowLayout`), so one call computes every tile of the chunk
+    that has arrived: fewer, larger matmuls when compute runs behind the transfers. A step is
+    published (its position stored) only once every step before it has run.
+    """
     state = plan.state
+    bases = {True: int(plan.launch[Launch.OUTPUT]), False: int(plan.launch[Launch.INPUT])}
     for channel, steps in enumerate(plan.plan.channels):
         if not native.host_channel(steps):
             continue
-        for done, step in enumerate(steps):
-            if not _wait_for(state, step.deps, mover):
-                return  # the transfers stopped: their error is raised by the caller
-            compute(step)
-            state[channel, State.POSITION] = done + 1  # transfers that depend on this step may go
+        per_tile = len(steps) // plan.plan.tiles
+        computed = [False] * len(steps)
+        for i, step in enumerate(steps):
+            if not computed[i]:
+                if not _wait_for(state, step.deps, mover):
+                    return  # the transfers stopped: their error is raised by the caller
+                last = i
+                while last + per_tile < len(steps) and _ready(state, steps[last + per_tile].deps):
+                    last += per_tile
+                consumes = step.src is not None
+                first_view, last_view = (step.src, steps[last].src) if consumes else (step.dst, steps[last].dst)
+                start = (_address(first_view) - bases[consumes]) // first_view.itemsize
+                stop = (_address(last_view) - bases[consumes]) // last_view.itemsize + last_view.size
+                compute(start, stop)
+                for j in range(i, last + 1, per_tile):
+                    computed[j] = True
+            state[channel, State.POSITION] = i + 1  # transfers that depend on this step may go
+
+
+def _ready(state, deps: tuple[tuple[int, int], ...]) -> bool:
+    return all(state[channel, State.POSITION] >= needed for channel, needed in deps)
+
+
+def _address(view) -> int:
+    return view.__array_interface__["data"][0]
 
 
 def _wait_for(state, deps: tuple[tuple[int, int], ...], mover: threading.Thread) -> bool:

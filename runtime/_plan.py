@@ -99,13 +99,15 @@ class ShareLayout(Layout):
 class RowLayout(Layout):
     """Buffers of whole rows of ``row`` elements: shares of ``share_rows`` rows, each cut into ``chunk_factor`` chunks.
 
-    As :class:`ShareLayout`, but tiles and chunks never split a row, so every piece a step
-    touches is a block of rows of a matrix -- what a compute step needs (a matmul's row block).
+    Unlike :class:`ShareLayout`, tiles and chunks never split a row, and a chunk's tiles follow
+    one another in memory (chunk ``j`` is the j-th part of its share; tile ``t`` the t-th part of
+    the chunk). So every piece a step touches is a block of rows of a matrix, and the pieces of
+    one chunk that have arrived form one block -- what a compute step multiplies at once.
 
     >>> RowLayout(4, 3, 2).range(Buffer.OUTPUT, 3, 0, 1)
     (18, 24)
-    >>> RowLayout(4, 3, 1).range(Buffer.OUTPUT, 0, 1, 2)
-    (6, 12)
+    >>> [RowLayout(4, 3, 1).range(Buffer.OUTPUT, 0, t, 2) for t in (0, 1)]
+    [(0, 6), (6, 12)]
     """
 
     share_rows: int
@@ -114,24 +116,24 @@ class RowLayout(Layout):
 
     def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
         s, j = divmod(chunk, self.chunk_factor)
-        lo, hi = _part(s * self.share_rows, (s + 1) * self.share_rows, tile, tiles)
-        lo, hi = _part(lo, hi, j, self.chunk_factor)
+        lo, hi = _part(s * self.share_rows, (s + 1) * self.share_rows, j, self.chunk_factor)
+        lo, hi = _part(lo, hi, tile, tiles)
         return lo * self.row, hi * self.row
 
     def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
         return (chunk % self.chunk_factor,)
 
     def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
-        lo, hi = _part(0, self.share_rows, tile, tiles)
-        a, b = _part(lo, hi, cls[0], self.chunk_factor)
+        lo, hi = _part(0, self.share_rows, cls[0], self.chunk_factor)
+        a, b = _part(lo, hi, tile, tiles)
         return (b - a) * self.row
 
     def largest_chunk(self) -> int:
         return -(-self.share_rows // self.chunk_factor) * self.row
 
     def largest_piece(self, tiles: int) -> int:
-        widest_tile = -(-self.share_rows // tiles)
-        return -(-widest_tile // self.chunk_factor) * self.row
+        widest_chunk = -(-self.share_rows // self.chunk_factor)
+        return -(-widest_chunk // tiles) * self.row
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@
 namespace {
 
 constexpr i64 kSpinPasses = 64;
-constexpr i64 kNapAfterNs = 50 * 1000 * 1000;  // a stall this long means a peer is busy elsewhere
 constexpr long kNapNs = 200 * 1000;
 
 void nap() {
@@ -76,7 +75,7 @@ extern "C" i64 synccl_host_run(i64* L, i64 signature, i64 fresh) {
       report[REPORT_STATUS] = STATUS_ABORTED;
       return STATUS_ABORTED;
     }
-    if (now - report[REPORT_STALL_START_NS] < kNapAfterNs) {
+    if (now - report[REPORT_STALL_START_NS] < L[LAUNCH_NAP_AFTER_NS]) {
       sched_yield();
     } else {
       nap();

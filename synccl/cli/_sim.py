@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from synccl.cli import _sim_overlap as overlap
 from synccl.cli._format import print_json, table
 from synccl.collectives import Collective, CollectiveSpec, Program, library, load_msccl_xml, parse_collective
 from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout, TopologyError
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("sim", help="simulate algorithms on a topology (--compare: side by side over message sizes)")
     sim.add_argument("--topology", "-t", required=True, help="e.g. ring:8, dgx1, dgx-a100:4, or a .json file")
     sim.add_argument(
-        "--collective", "-c", required=True, help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, reduce, gather, scatter"
+        "--collective", "-c", help="all_reduce, all_gather, reduce_scatter, all_to_all, broadcast, reduce, gather, scatter (required but with --overlap)"
     )
     sim.add_argument("--algorithm", "-a", help="library algorithm (default: every one that applies)")
     sim.add_argument("--size", "-s", default="64MiB", help="message size as nccl-tests counts it, e.g. 4096, 1M, 64MiB (default 64MiB)")
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--xml", action="append", metavar="FILE", help="with --compare: also an MSCCL XML program (repeatable)")
     comp.add_argument("--no-synth", action="store_true", help="with --compare: skip synthesis (tree packing, all-to-all LP)")
     comp.add_argument("--plot", metavar="FILE", help="with --compare: also draw busbw against size to FILE (.png, .svg, .pdf)")
+    overlap.add_arguments(sim)
     sim.set_defaults(func=_run)
 
 
@@ -101,6 +103,13 @@ def _library(args: argparse.Namespace, topo: Topology, collective: Collective) -
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.overlap:
+        return overlap.run_overlap(args)
+    given = [f"--{name}" for name in overlap.OVERLAP_ONLY if getattr(args, name) is not None]
+    if given:
+        raise CollectiveError(f"sim: {', '.join(given)} need --overlap")
+    if not args.collective:
+        raise CollectiveError("sim: --collective is required (or --overlap KIND)")
     if args.compare:
         return _run_compare(args)
     sweep_only = [

@@ -23,7 +23,7 @@ from synccl.collectives import Buffer, fused_ring
 from synccl.exceptions import CommError
 from synccl.runtime import Communicator
 from synccl.runtime._buffers import DTYPES, as_array, dtype_code, is_cuda_array, is_torch
-from synccl.runtime._plan import RowLayout, Step
+from synccl.runtime._plan import RowLayout
 
 __all__ = ["all_gather_matmul", "matmul_reduce_scatter"]
 
@@ -85,11 +85,9 @@ def all_gather_matmul(
         gathered = kit.new((p * share_rows, k), a_shard)
         results = [kit.new((p * share_rows, kit.shape(b)[1]), a_shard) for b in weights]
         output = as_array(gathered, name="a_full", op=op, writable=True)
-        base = _address(output)
 
-        def consume(step: Step) -> None:
-            first = (_address(step.src) - base) // output.itemsize // k
-            last = first + step.src.size // k
+        def consume(start: int, stop: int) -> None:  # elements of a_full that have arrived: whole rows
+            first, last = start // k, stop // k
             for b, c in zip(weights, results, strict=True):
                 kit.matmul(gathered[first:last], b, c[first:last])
 
@@ -162,11 +160,9 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
         product = kit.new((total_rows, n), a)
         result = kit.new((share_rows, n), a)
         flat = as_array(product, name="a @ b", op=name, writable=True)
-        base = _address(flat)
 
-        def produce(step: Step) -> None:
-            first = (_address(step.dst) - base) // flat.itemsize // n
-            last = first + step.dst.size // n
+        def produce(start: int, stop: int) -> None:  # elements of the product the transfers send next: whole rows
+            first, last = start // n, stop // n
             kit.matmul(lhs[first:last], b, product[first:last])
 
         buffers = {Buffer.INPUT: flat, Buffer.OUTPUT: as_array(result, name="result", op=name, writable=True)}
@@ -339,6 +335,3 @@ def _on(comm: Communicator | None, group: Any, op: str, run: Callable[[Communica
 
     return run_in_group(group, op, run)
 
-
-def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]
