@@ -2,13 +2,15 @@
 
 topology -> (DSL | library | tree-packing synthesis) -> Program -> verify -> MSCCL XML and back
 -> simulate against the lower bound -> run in the reference interpreter -> run on real local ranks
--> benchmark against MPI and gloo.
+-> benchmark against MPI and gloo -> tensor-parallel compute/communication overlap (a verified
+fused Program, its cost model, and a TP MLP trained on it under torchrun).
 
 Run with ``make demo`` (or ``python examples/demo.py``).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -16,9 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from synccl.collectives import Buffer, CollectiveSpec, chunk, expected_outputs, library, load_msccl_xml, program, save_msccl_xml, verify
+from synccl.collectives import (
+    Buffer,
+    CollectiveSpec,
+    chunk,
+    expected_outputs,
+    fused_ring,
+    library,
+    load_msccl_xml,
+    program,
+    save_msccl_xml,
+    verify,
+)
 from synccl.runtime import run_reference
-from synccl.sim import simulate
+from synccl.sim import estimate_overlap, simulate
 from synccl.synth import lower_bound, pack_trees
 from synccl.topologies import get_topology
 from synccl.units import format_size
@@ -97,6 +110,19 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "synccl", "run", str(trees_xml), "--nranks", "8", "--size", "1M", "--iters", "3"], check=True)  # noqa: S603 - fixed argv
     print("\n6. Benchmarked allreduce on 2 ranks against MPI and gloo (synccl bench --compare gloo,mpi):")
     subprocess.run([sys.executable, "-m", "synccl", "bench", "allreduce", "--nranks", "2", "-b", "4K", "-e", "16M", "-f", "16", "-n", "10", "-w", "3", "--compare", "gloo,mpi", "--no-progress"], check=True)
+
+    fused = fused_ring("matmul_reduce_scatter", 8, pieces=2)
+    report = verify(fused)
+    print(f"\n7. Tensor-parallel overlap: {fused.name!r} (matmul producing the blocks a ring reduce-scatter sends next)")
+    print(f"   verified: every transfer reads computed data, the result is the unfused one ({report.instructions} instructions)")
+    h800 = get_topology("hgx-h800")
+    for kind, shape in (("all_gather_matmul", (4096, 49152, 12288)), ("matmul_reduce_scatter", (4096, 12288, 49152))):
+        e = estimate_overlap(kind, h800, shape, "bf16", fusion="kernel")
+        print(f"   cost model, Flux's TP=8 H800 case: {kind} {e.unfused_us / 1e3:.3f} -> {e.overlapped_us / 1e3:.3f} ms ({e.speedup:.2f}x, bound {e.bound:.2f}x)")
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    print("   Trained a TP MLP (ColumnParallelLinear -> GELU -> RowParallelLinear, overlapped) on 2 ranks under torchrun:")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun would set, without its banner
+    subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(Path(__file__).with_name("tp_mlp.py")), "--steps", "10"], check=True, env=env)  # noqa: S603 - fixed argv
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ so a mismatch is a one-line error on every rank instead of a hang or wrong numbe
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from synccl.collectives import Buffer, fused_ring
@@ -29,6 +31,7 @@ __all__ = ["all_gather_matmul", "matmul_reduce_scatter"]
 
 _MAX_DIMS = 8  # shapes compared across ranks: up to this many dimensions ...
 _MAX_WEIGHTS = 16  # ... and this many right-hand matrices
+_CHECK_BUFFERS: weakref.WeakKeyDictionary[Communicator, tuple[np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 def all_gather_matmul(
@@ -82,7 +85,8 @@ def all_gather_matmul(
         k = shape[-1]
         rows = kit.contiguous(kit.movedim(a_shard, dim, 0))  # (shard rows..., K): shards stack along dim 0
         share_rows = math.prod(kit.shape(rows)[:-1])
-        gathered = kit.new((p * share_rows, k), a_shard)
+        # Returned to the caller, or else scratch the communicator keeps for the next call.
+        gathered = kit.new((p * share_rows, k), a_shard) if return_a else kit.wrap(comm._spare(p * share_rows * k, kit.dtype(a_shard)).reshape(p * share_rows, k))
         results = [kit.new((p * share_rows, kit.shape(b)[1]), a_shard) for b in weights]
         output = as_array(gathered, name="a_full", op=op, writable=True)
 
@@ -157,7 +161,7 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
         lhs = kit.reshape(rows, (-1, k))
         total_rows = kit.shape(lhs)[0]
         share_rows = total_rows // p
-        product = kit.new((total_rows, n), a)
+        product = kit.wrap(comm._spare(total_rows * n, kit.dtype(a)).reshape(total_rows, n))  # scratch, kept for the next call
         result = kit.new((share_rows, n), a)
         flat = as_array(product, name="a @ b", op=name, writable=True)
 
@@ -190,6 +194,7 @@ class _Kit:
     contiguous: Callable[[Any], Any]
     reshape: Callable[[Any, tuple[int, ...]], Any]
     new: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> uninitialized array
+    wrap: Callable[[np.ndarray], Any]  # a numpy array as this library's array, sharing memory
     matmul: Callable[[Any, Any, Any], None]  # (a, b, out)
     divide: Callable[[Any, int], None]  # in place
     is_mine: Callable[[Any], bool]
@@ -211,6 +216,7 @@ def _numpy_kit() -> _Kit:
         contiguous=np.ascontiguousarray,
         reshape=lambda x, shape: x.reshape(shape),
         new=lambda shape, like: np.empty(shape, dtype=like.dtype),
+        wrap=lambda x: x,
         matmul=lambda a, b, out: np.matmul(a, b, out=out),
         divide=divide,
         is_mine=lambda x: isinstance(x, np.ndarray),
@@ -226,6 +232,11 @@ def _torch_kit() -> _Kit:
         else:
             x.div_(p, rounding_mode="floor")
 
+    def wrap(x: np.ndarray) -> torch.Tensor:
+        if x.dtype == ml_dtypes.bfloat16:  # numpy has no bfloat16 of its own: reinterpret the bits
+            return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(x)
+
     def dtype(x: torch.Tensor) -> np.dtype:  # the numpy dtype the runtime moves the tensor's elements as
         return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="overlap", writable=False).dtype
 
@@ -238,6 +249,7 @@ def _torch_kit() -> _Kit:
         contiguous=lambda x: x.detach().contiguous(),
         reshape=lambda x, shape: x.reshape(shape),
         new=lambda shape, like: torch.empty(shape, dtype=like.dtype),
+        wrap=wrap,
         matmul=lambda a, b, out: torch.matmul(a.detach(), b.detach(), out=out),  # results carry no autograd graph
         divide=divide,
         is_mine=is_torch,
@@ -303,11 +315,16 @@ def _splits(op: str, splits: Any) -> int:
 
 def _same_everywhere(comm: Communicator, op: str, name: str, shape: tuple[int, ...], dim: int, dtype: np.dtype, widths: list[int]) -> None:
     """Compare shapes, the dimension and the dtype across ranks; the same one-line error on every rank if they differ."""
-    mine = np.full(4 + _MAX_DIMS + _MAX_WEIGHTS, -1, dtype=np.int64)
+    buffers = _CHECK_BUFFERS.get(comm)
+    if buffers is None:  # the same arrays every call, so the communicator's prepared call is reused
+        width = 4 + _MAX_DIMS + _MAX_WEIGHTS
+        buffers = _CHECK_BUFFERS[comm] = (np.empty(width, dtype=np.int64), np.empty(comm.size * width, dtype=np.int64))
+    mine, gathered = buffers
+    mine[:] = -1
     mine[:4] = (len(shape), dim, dtype_code(dtype), len(widths))
     mine[4 : 4 + len(shape)] = shape
     mine[4 + _MAX_DIMS : 4 + _MAX_DIMS + len(widths)] = widths
-    every = comm.allgather(mine, np.empty(comm.size * mine.size, dtype=np.int64)).reshape(comm.size, -1)
+    every = comm.allgather(mine, gathered).reshape(comm.size, -1)
     for rank, row in enumerate(every):
         if not np.array_equal(row, every[0]):
             raise CommError(f"{op}: ranks disagree: {_describe(row, name, rank)} but {_describe(every[0], name, 0)}", rank=comm.rank, op=op)
