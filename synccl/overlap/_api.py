@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
+from synccl._arraykit import ArrayKit, array_kit
+from synccl._group import run_on
 from synccl.collectives import Buffer, fused_ring
 from synccl.exceptions import CommError
 from synccl.runtime import Communicator
-from synccl.runtime._buffers import DTYPES, as_array, dtype_code, is_cuda_array, is_torch
+from synccl.runtime._buffers import DTYPES, as_array, dtype_code
 from synccl.runtime._plan import RowLayout
 
 __all__ = ["all_gather_matmul", "matmul_reduce_scatter"]
@@ -72,7 +72,7 @@ def all_gather_matmul(
     ((2, 3), [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     """
     op = "all_gather_matmul"
-    kit = _kit(op, a_shard, "a_shard")
+    kit = array_kit(op, a_shard, "a_shard")
     ndim = kit.ndim(a_shard)
     dim = _dimension(op, "gather_dim", gather_dim, ndim, a_shard, kit)
     weights = _weights(op, kit, a_shard, bs)
@@ -106,7 +106,7 @@ def all_gather_matmul(
 
         return (unmove(gathered, k) if return_a else None), [unmove(c, kit.shape(b)[1]) for b, c in zip(weights, results, strict=True)]
 
-    return _on(comm, group, op, run)
+    return run_on(comm, group, op, run)
 
 
 def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", comm: Communicator | None = None, group: Any = None, splits: int | None = None) -> Any:
@@ -143,7 +143,7 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
     name = "matmul_reduce_scatter"
     if op not in ("sum", "avg"):
         raise CommError(f"{name}: op must be 'sum' or 'avg', got {op!r}", op=name)
-    kit = _kit(name, a, "a")
+    kit = array_kit(name, a, "a")
     ndim = kit.ndim(a)
     dim = _dimension(name, "scatter_dim", scatter_dim, ndim, a, kit)
     (b,) = _weights(name, kit, a, [b], label="b")
@@ -176,102 +176,13 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
             kit.divide(result, p)
         return kit.movedim(kit.reshape(result, (moved[0] // p, *moved[1:-1], n)), 0, dim)
 
-    return _on(comm, group, name, run)
-
-
-# -- arrays: numpy or torch, one small kit each --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Kit:
-    """The handful of array operations the two functions need, for one array library."""
-
-    name: str
-    ndim: Callable[[Any], int]
-    shape: Callable[[Any], tuple[int, ...]]
-    dtype: Callable[[Any], np.dtype]
-    movedim: Callable[[Any, int, int], Any]
-    contiguous: Callable[[Any], Any]
-    reshape: Callable[[Any, tuple[int, ...]], Any]
-    new: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> uninitialized array
-    wrap: Callable[[np.ndarray], Any]  # a numpy array as this library's array, sharing memory
-    matmul: Callable[[Any, Any, Any], None]  # (a, b, out)
-    divide: Callable[[Any, int], None]  # in place
-    is_mine: Callable[[Any], bool]
-
-
-def _numpy_kit() -> _Kit:
-    def divide(x: np.ndarray, p: int) -> None:
-        if np.issubdtype(x.dtype, np.integer):
-            np.floor_divide(x, p, out=x)
-        else:
-            np.divide(x, p, out=x, casting="unsafe")
-
-    return _Kit(
-        "numpy",
-        ndim=lambda x: x.ndim,
-        shape=lambda x: tuple(x.shape),
-        dtype=lambda x: x.dtype,
-        movedim=lambda x, src, dst: np.moveaxis(x, src, dst),
-        contiguous=np.ascontiguousarray,
-        reshape=lambda x, shape: x.reshape(shape),
-        new=lambda shape, like: np.empty(shape, dtype=like.dtype),
-        wrap=lambda x: x,
-        matmul=lambda a, b, out: np.matmul(a, b, out=out),
-        divide=divide,
-        is_mine=lambda x: isinstance(x, np.ndarray),
-    )
-
-
-def _torch_kit() -> _Kit:
-    import torch
-
-    def divide(x: torch.Tensor, p: int) -> None:
-        if x.is_floating_point():
-            x.div_(p)
-        else:
-            x.div_(p, rounding_mode="floor")
-
-    def wrap(x: np.ndarray) -> torch.Tensor:
-        if x.dtype == ml_dtypes.bfloat16:  # numpy has no bfloat16 of its own: reinterpret the bits
-            return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(x)
-
-    def dtype(x: torch.Tensor) -> np.dtype:  # the numpy dtype the runtime moves the tensor's elements as
-        return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="overlap", writable=False).dtype
-
-    return _Kit(
-        "torch",
-        ndim=lambda x: x.dim(),
-        shape=lambda x: tuple(x.shape),
-        dtype=dtype,
-        movedim=lambda x, src, dst: torch.movedim(x, src, dst),
-        contiguous=lambda x: x.detach().contiguous(),
-        reshape=lambda x, shape: x.reshape(shape),
-        new=lambda shape, like: torch.empty(shape, dtype=like.dtype),
-        wrap=wrap,
-        matmul=lambda a, b, out: torch.matmul(a.detach(), b.detach(), out=out),  # results carry no autograd graph
-        divide=divide,
-        is_mine=is_torch,
-    )
-
-
-def _kit(op: str, x: Any, name: str) -> _Kit:
-    if is_cuda_array(x):
-        raise CommError(f"{op}: {name} is in GPU memory; overlapped compute runs on the CPU runtime today (numpy arrays, CPU tensors)", op=op)
-    if is_torch(x):
-        if x.device.type != "cpu":
-            raise CommError(f"{op}: {name} is on {x.device}; overlapped compute runs on CPU tensors today", op=op)
-        return _torch_kit()
-    if isinstance(x, np.ndarray):
-        return _numpy_kit()
-    raise CommError(f"{op}: {name} must be a numpy array or a CPU torch tensor, got {type(x).__name__}", op=op)
+    return run_on(comm, group, name, run)
 
 
 # -- checks --------------------------------------------------------------------------------------
 
 
-def _dimension(op: str, name: str, value: Any, ndim: int, x: Any, kit: _Kit) -> int:
+def _dimension(op: str, name: str, value: Any, ndim: int, x: Any, kit: ArrayKit) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise CommError(f"{op}: {name} must be an integer, got {value!r}", op=op)
     if ndim < 2:
@@ -286,7 +197,7 @@ def _dimension(op: str, name: str, value: Any, ndim: int, x: Any, kit: _Kit) -> 
     return dim
 
 
-def _weights(op: str, kit: _Kit, a: Any, bs: Sequence[Any], *, label: str = "bs") -> list[Any]:
+def _weights(op: str, kit: ArrayKit, a: Any, bs: Sequence[Any], *, label: str = "bs") -> list[Any]:
     if isinstance(bs, np.ndarray) or kit.is_mine(bs) or not isinstance(bs, Sequence) or not bs:
         raise CommError(f"{op}: {label} must be a non-empty list of 2-D matrices, got {type(bs).__name__}", op=op)
     if len(bs) > _MAX_WEIGHTS:
@@ -335,20 +246,3 @@ def _describe(row: np.ndarray, name: str, rank: int) -> str:
     shape = tuple(int(v) for v in row[4 : 4 + ndim])
     widths = [int(v) for v in row[4 + _MAX_DIMS : 4 + _MAX_DIMS + nweights]]
     return f"rank {rank} has {name} of shape {shape} and dtype {DTYPES[code]}, dim {dim}, output widths {widths}"
-
-
-# -- who takes part -------------------------------------------------------------------------------
-
-
-def _on(comm: Communicator | None, group: Any, op: str, run: Callable[[Communicator], Any]) -> Any:
-    """Run ``run`` with the Communicator of ``comm`` or of the torch ``group``, in that group's order of operations."""
-    if comm is not None and group is not None:
-        raise CommError(f"{op}: pass comm= or group=, not both", op=op)
-    if comm is not None:
-        if not isinstance(comm, Communicator):
-            raise CommError(f"{op}: comm must be a synccl Communicator, got {type(comm).__name__}", op=op)
-        return run(comm)
-    from synccl.overlap._torch_group import run_in_group
-
-    return run_in_group(group, op, run)
-

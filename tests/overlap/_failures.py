@@ -10,13 +10,14 @@ import time
 import numpy as np
 
 import synccl
+from synccl import _arraykit
 from synccl.exceptions import CommError
-from synccl.overlap import _api, all_gather_matmul, matmul_reduce_scatter
+from synccl.overlap import all_gather_matmul, matmul_reduce_scatter
 
-NUMPY_KIT = _api._numpy_kit
+NUMPY_KIT = _arraykit.numpy_kit
 
 
-def failing_kit() -> _api._Kit:
+def failing_kit() -> _arraykit.ArrayKit:
     """numpy's kit whose matmul raises on the second block: a compute step that fails mid-call."""
     kit = NUMPY_KIT()
     calls = [0]
@@ -38,7 +39,7 @@ def main() -> int:
     a = np.ones((rows, 8), dtype=np.float32)
     b = np.ones((8, 5), dtype=np.float32)
     if scenario in ("raise", "raise_scatter") and rank == 1:
-        _api._numpy_kit = failing_kit
+        _arraykit.numpy_kit = failing_kit
     if scenario == "die" and rank == 1:
         os._exit(3)
     start = time.monotonic()

@@ -1,4 +1,8 @@
-"""Finding the synccl Communicator behind a torch process group (imported only when one is used)."""
+"""Who takes part in a layer-level call: a synccl Communicator, or the one behind a torch process group.
+
+:mod:`synccl.overlap` and :mod:`synccl.moe` take ``comm=`` or ``group=``; torch is imported only
+when a group is used.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,24 @@ from typing import Any
 from synccl.exceptions import CommError
 from synccl.runtime import Communicator
 
-__all__ = ["run_in_group"]
+__all__ = ["run_on"]
 
 
-def run_in_group(group: Any, op: str, run: Callable[[Communicator], Any]) -> Any:
+def run_on(comm: Communicator | None, group: Any, op: str, run: Callable[[Communicator], Any]) -> Any:
+    """Run ``run`` with ``comm``, or with the Communicator of torch ``group`` in that group's order of operations.
+
+    Without either, the default torch group is used (it must be on the "synccl" backend).
+    """
+    if comm is not None and group is not None:
+        raise CommError(f"{op}: pass comm= or group=, not both", op=op)
+    if comm is not None:
+        if not isinstance(comm, Communicator):
+            raise CommError(f"{op}: comm must be a synccl Communicator, got {type(comm).__name__}", op=op)
+        return run(comm)
+    return _run_in_group(group, op, run)
+
+
+def _run_in_group(group: Any, op: str, run: Callable[[Communicator], Any]) -> Any:
     """Run ``run`` on the Communicator of torch ``group`` (the default group if ``None``), in the group's order of operations."""
     import torch
     import torch.distributed as dist

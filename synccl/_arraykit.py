@@ -1,0 +1,136 @@
+"""numpy or torch: the few array operations synccl's layer-level APIs need, one kit per library.
+
+:mod:`synccl.overlap` and :mod:`synccl.moe` take numpy arrays or CPU torch tensors and return the
+same kind. A kit does each operation the way its library does (torch's without building an
+autograd graph: the layers' autograd Functions own the graph), so the algorithms are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from synccl.exceptions import CommError
+from synccl.runtime._buffers import as_array, is_cuda_array, is_torch
+
+__all__ = ["ArrayKit", "array_kit", "numpy_kit", "torch_kit"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayKit:
+    """Array operations for one array library (see :func:`array_kit`).
+
+    Examples
+    --------
+    >>> kit = numpy_kit()
+    >>> kit.take(np.arange(6).reshape(3, 2), np.array([2, 0])).tolist()
+    [[4, 5], [0, 1]]
+    """
+
+    name: str
+    ndim: Callable[[Any], int]
+    shape: Callable[[Any], tuple[int, ...]]
+    dtype: Callable[[Any], np.dtype]  # the numpy dtype the runtime moves the elements as
+    movedim: Callable[[Any, int, int], Any]
+    contiguous: Callable[[Any], Any]
+    reshape: Callable[[Any, tuple[int, ...]], Any]
+    new: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> uninitialized array of like's dtype
+    zeros: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> zeros of like's dtype
+    wrap: Callable[[np.ndarray], Any]  # a numpy array as this library's array, sharing memory
+    to_numpy: Callable[[Any], np.ndarray]  # a (small) array's values as numpy, e.g. indices
+    take: Callable[[Any, np.ndarray], Any]  # rows ``index`` of x, contiguous
+    index_add: Callable[[Any, np.ndarray, Any], None]  # out[index[i]] += rows[i], in order of i
+    matmul: Callable[[Any, Any, Any], None]  # (a, b, out)
+    divide: Callable[[Any, int], None]  # in place
+    is_mine: Callable[[Any], bool]
+
+
+def numpy_kit() -> ArrayKit:
+    """The kit for numpy arrays."""
+
+    def divide(x: np.ndarray, p: int) -> None:
+        if np.issubdtype(x.dtype, np.integer):
+            np.floor_divide(x, p, out=x)
+        else:
+            np.divide(x, p, out=x, casting="unsafe")
+
+    return ArrayKit(
+        "numpy",
+        ndim=lambda x: x.ndim,
+        shape=lambda x: tuple(x.shape),
+        dtype=lambda x: x.dtype,
+        movedim=lambda x, src, dst: np.moveaxis(x, src, dst),
+        contiguous=np.ascontiguousarray,
+        reshape=lambda x, shape: x.reshape(shape),
+        new=lambda shape, like: np.empty(shape, dtype=like.dtype),
+        zeros=lambda shape, like: np.zeros(shape, dtype=like.dtype),
+        wrap=lambda x: x,
+        to_numpy=np.asarray,
+        take=lambda x, index: np.ascontiguousarray(x[index]),
+        index_add=lambda out, index, rows: np.add.at(out, index, rows),
+        matmul=lambda a, b, out: np.matmul(a, b, out=out),
+        divide=divide,
+        is_mine=lambda x: isinstance(x, np.ndarray),
+    )
+
+
+def torch_kit() -> ArrayKit:
+    """The kit for CPU torch tensors (imports torch)."""
+    import torch
+
+    def divide(x: torch.Tensor, p: int) -> None:
+        if x.is_floating_point():
+            x.div_(p)
+        else:
+            x.div_(p, rounding_mode="floor")
+
+    def wrap(x: np.ndarray) -> torch.Tensor:
+        if x.dtype == ml_dtypes.bfloat16:  # numpy has no bfloat16 of its own: reinterpret the bits
+            return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(x)
+
+    def dtype(x: torch.Tensor) -> np.dtype:
+        return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="dtype", writable=False).dtype
+
+    def index_add(out: torch.Tensor, index: np.ndarray, rows: torch.Tensor) -> None:
+        out.index_add_(0, torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)), rows.detach())
+
+    return ArrayKit(
+        "torch",
+        ndim=lambda x: x.dim(),
+        shape=lambda x: tuple(x.shape),
+        dtype=dtype,
+        movedim=lambda x, src, dst: torch.movedim(x, src, dst),
+        contiguous=lambda x: x.detach().contiguous(),
+        reshape=lambda x, shape: x.reshape(shape),
+        new=lambda shape, like: torch.empty(shape, dtype=like.dtype),
+        zeros=lambda shape, like: torch.zeros(shape, dtype=like.dtype),
+        wrap=wrap,
+        to_numpy=lambda x: x.detach().cpu().numpy(),
+        take=lambda x, index: x.detach()[torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))].contiguous(),
+        index_add=index_add,
+        matmul=lambda a, b, out: torch.matmul(a.detach(), b.detach(), out=out),
+        divide=divide,
+        is_mine=is_torch,
+    )
+
+
+def array_kit(op: str, x: Any, name: str) -> ArrayKit:
+    """The kit for ``x``'s library, or a one-line :class:`CommError` naming ``op`` and ``name``.
+
+    >>> array_kit("all_gather_matmul", np.ones(2), "a_shard").name
+    'numpy'
+    """
+    if is_cuda_array(x):
+        raise CommError(f"{op}: {name} is in GPU memory; {op} runs on the CPU runtime today (numpy arrays, CPU tensors)", op=op)
+    if is_torch(x):
+        if x.device.type != "cpu":
+            raise CommError(f"{op}: {name} is on {x.device}; {op} runs on CPU tensors today", op=op)
+        return torch_kit()
+    if isinstance(x, np.ndarray):
+        return numpy_kit()
+    raise CommError(f"{op}: {name} must be a numpy array or a CPU torch tensor, got {type(x).__name__}", op=op)
