@@ -72,8 +72,7 @@ def _collective_call(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         except CommError as err:
-            if self.world.broken is None and not self._closed:
-                self.world.refuse(self._seq + 1, str(err))
+            self._refuse(err)
             raise
 
     return call  # type: ignore[return-value]
@@ -242,8 +241,13 @@ class Communicator:
         return sendbuf if recvbuf is None else recvbuf
 
     @_collective_call
-    def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int]) -> Any:
-        """All-to-all with uneven counts: ``send_counts[j]`` elements go to rank j, packed in rank order."""
+    def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int], *, largest: int | None = None) -> Any:
+        """All-to-all with uneven counts: ``send_counts[j]`` elements go to rank j, packed in rank order.
+
+        ``largest``: the largest count any rank sends any rank, when every rank passes the same
+        value (after exchanging counts, as :func:`synccl.moe.dispatch` does); it saves the
+        all-reduce that otherwise agrees on the call's tiling.
+        """
         send = as_array(sendbuf, name="sendbuf", op="alltoallv", writable=False)
         recv = as_array(recvbuf, name="recvbuf", op="alltoallv", writable=True)
         counts = []
@@ -254,11 +258,13 @@ class Communicator:
             counts.append(values)
         if send.dtype != recv.dtype:
             raise CommError(f"alltoallv: sendbuf is {send.dtype} but recvbuf is {recv.dtype}", rank=self.rank, op="alltoallv")
-        key = ("alltoallv", _address(send), _address(recv), send.dtype, *counts)
+        if largest is not None and largest < max((*counts[0], *counts[1]), default=0):
+            raise CommError(f"alltoallv: largest={largest!r} is below this rank's largest count {max((*counts[0], *counts[1]))}", rank=self.rank, op="alltoallv")
+        key = ("alltoallv", _address(send), _address(recv), send.dtype, largest, *counts)
         call = self._calls.get(key)
         if call is None:
             program = build_program(Collective.ALL_TO_ALL, "pairwise", self.size, False, None, self.local_size, ())
-            layout = CountsLayout(self.rank, counts[0], counts[1])
+            layout = CountsLayout(self.rank, counts[0], counts[1], largest)
             fingerprint = call_fingerprint(None, None, send.dtype, None, None, False, program.name)  # counts differ by rank
             call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label="alltoallv", fingerprint=fingerprint)
             self._remember(key, call)
@@ -343,6 +349,16 @@ class Communicator:
             self._cuda.synchronize()
 
     # -- machinery -------------------------------------------------------------------------------
+    def _refuse(self, err: CommError) -> None:
+        """Post this rank's refusal of its next call on its board, so peers already in it raise instead of waiting.
+
+        For refusals made before any collective of a call runs: the collectives themselves
+        (:func:`_collective_call`), and the layer-level calls of :mod:`synccl.overlap` and
+        :mod:`synccl.moe`, whose argument checks fail on one rank only.
+        """
+        if self.world.broken is None and not self._closed:
+            self.world.refuse(self._seq + 1, str(err))
+
     def _check_usable(self, op: str) -> None:
         if self._closed:
             raise CommError(f"{op}: the communicator is closed", rank=self.rank, op=op)
@@ -460,7 +476,9 @@ class Communicator:
         registered = (located[0] is not None, located[1] is not None)
         largest_piece = layout.largest_piece
         if isinstance(layout, CountsLayout):  # ranks must agree on the tiling; counts differ per rank
-            largest = int(self.allreduce(np.array([layout.largest_chunk()], dtype=np.int64), op="max")[0])
+            largest = layout.agreed_largest
+            if largest is None:
+                largest = int(self.allreduce(np.array([layout.largest_chunk()], dtype=np.int64), op="max")[0])
             largest_piece = CountsLayout(self.rank, (largest,), (largest,)).largest_piece
         tiles = tile_count(program, largest_piece, dtype.itemsize, self.config.slice_bytes)
         check_capacity(program, self.config.slots)

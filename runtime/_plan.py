@@ -143,6 +143,7 @@ class CountsLayout(Layout):
     rank: int
     send_counts: tuple[int, ...]
     recv_counts: tuple[int, ...]
+    agreed_largest: int | None = None  # the largest count of any pair, when every rank knows it
 
     def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
         counts = self.send_counts if buffer is Buffer.INPUT else self.recv_counts

@@ -27,8 +27,10 @@ class ArrayKit:
     Examples
     --------
     >>> kit = numpy_kit()
-    >>> kit.take(np.arange(6).reshape(3, 2), np.array([2, 0])).tolist()
-    [[4, 5], [0, 1]]
+    >>> out = kit.zeros((2, 2), np.ones(1))
+    >>> kit.add_rows(out, np.array([1, 0, 1]), np.ones((3, 2)), np.array([2, 1]))
+    >>> out.tolist()
+    [[1.0, 1.0], [2.0, 2.0]]
     """
 
     name: str
@@ -42,8 +44,7 @@ class ArrayKit:
     zeros: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> zeros of like's dtype
     wrap: Callable[[np.ndarray], Any]  # a numpy array as this library's array, sharing memory
     to_numpy: Callable[[Any], np.ndarray]  # a (small) array's values as numpy, e.g. indices
-    take: Callable[[Any, np.ndarray], Any]  # rows ``index`` of x, contiguous
-    index_add: Callable[[Any, np.ndarray, Any], None]  # out[index[i]] += rows[i], in order of i
+    add_rows: Callable[[Any, np.ndarray, Any, np.ndarray], None]  # (out, index, rows, block sizes): out[index[i]] += rows[i], block by block
     matmul: Callable[[Any, Any, Any], None]  # (a, b, out)
     divide: Callable[[Any, int], None]  # in place
     is_mine: Callable[[Any], bool]
@@ -70,12 +71,19 @@ def numpy_kit() -> ArrayKit:
         zeros=lambda shape, like: np.zeros(shape, dtype=like.dtype),
         wrap=lambda x: x,
         to_numpy=np.asarray,
-        take=lambda x, index: np.ascontiguousarray(x[index]),
-        index_add=lambda out, index, rows: np.add.at(out, index, rows),
+        add_rows=_add_rows_numpy,
         matmul=lambda a, b, out: np.matmul(a, b, out=out),
         divide=divide,
         is_mine=lambda x: isinstance(x, np.ndarray),
     )
+
+
+def _add_rows_numpy(out: np.ndarray, index: np.ndarray, rows: np.ndarray, blocks: np.ndarray) -> None:
+    """``out[index[i]] += rows[i]``, one block at a time; within a block every index is distinct."""
+    at = 0
+    for size in blocks.tolist():
+        out[index[at : at + size]] += rows[at : at + size]
+        at += size
 
 
 def torch_kit() -> ArrayKit:
@@ -96,8 +104,12 @@ def torch_kit() -> ArrayKit:
     def dtype(x: torch.Tensor) -> np.dtype:
         return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="dtype", writable=False).dtype
 
-    def index_add(out: torch.Tensor, index: np.ndarray, rows: torch.Tensor) -> None:
-        out.index_add_(0, torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)), rows.detach())
+    def add_rows(out: torch.Tensor, index: np.ndarray, rows: torch.Tensor, blocks: np.ndarray) -> None:
+        at = 0
+        for size in blocks.tolist():  # blocks in order, so the sums do not depend on torch's scheduling
+            where = torch.from_numpy(np.ascontiguousarray(index[at : at + size], dtype=np.int64))
+            out.index_add_(0, where, rows[at : at + size].detach())
+            at += size
 
     return ArrayKit(
         "torch",
@@ -111,8 +123,7 @@ def torch_kit() -> ArrayKit:
         zeros=lambda shape, like: torch.zeros(shape, dtype=like.dtype),
         wrap=wrap,
         to_numpy=lambda x: x.detach().cpu().numpy(),
-        take=lambda x, index: x.detach()[torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))].contiguous(),
-        index_add=index_add,
+        add_rows=add_rows,
         matmul=lambda a, b, out: torch.matmul(a.detach(), b.detach(), out=out),
         divide=divide,
         is_mine=is_torch,

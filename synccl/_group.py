@@ -19,14 +19,24 @@ def run_on(comm: Communicator | None, group: Any, op: str, run: Callable[[Commun
     """Run ``run`` with ``comm``, or with the Communicator of torch ``group`` in that group's order of operations.
 
     Without either, the default torch group is used (it must be on the "synccl" backend).
+    ``run`` checks its arguments itself: a :class:`CommError` it raises is posted for the peers.
     """
     if comm is not None and group is not None:
         raise CommError(f"{op}: pass comm= or group=, not both", op=op)
     if comm is not None:
         if not isinstance(comm, Communicator):
             raise CommError(f"{op}: comm must be a synccl Communicator, got {type(comm).__name__}", op=op)
+        return _refusing(comm, run)
+    return _run_in_group(group, op, lambda c: _refusing(c, run))
+
+
+def _refusing(comm: Communicator, run: Callable[[Communicator], Any]) -> Any:
+    """``run(comm)``; an argument this rank rejects is posted for the peers, which raise instead of waiting for it."""
+    try:
         return run(comm)
-    return _run_in_group(group, op, run)
+    except CommError as err:
+        comm._refuse(err)
+        raise
 
 
 def _run_in_group(group: Any, op: str, run: Callable[[Communicator], Any]) -> Any:

@@ -7,9 +7,11 @@ slot's expert is elsewhere), their weights, and how many rows each local expert 
 in its original slot. With ``y_row = sum over the row's local slots s of w_s * expert_s(x_row)``
 the combined output is the top-k weighted sum ``sum_k w_tk * expert_k(x_t)`` (see :mod:`synccl.moe`).
 
-Every exchange is an all-to-all-v on the runtime's verified pairwise Program with per-pair counts
-bound at call time; counts go first, in one small all-to-all that also carries the hidden size,
-dtype and k, so ranks that disagree fail with one line on every rank instead of a hang.
+Every exchange is one all-to-all-v on the runtime's verified pairwise Program with per-pair counts
+bound at call time (a row carries the token, its k expert ids and its k weights as bytes).
+Counts go first, in one small all-gather that also carries the hidden size, dtype and k: every
+rank learns the whole traffic matrix (so the all-to-all-v needs no extra agreement on its
+tiling), and ranks that disagree fail with one line on every rank instead of a hang.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synccl._arraykit import ArrayKit, array_kit, numpy_kit
+from synccl._arraykit import ArrayKit, array_kit
 from synccl._group import run_on
 from synccl.exceptions import CommError
 from synccl.moe._routing import Routing, plan_routing
@@ -28,8 +30,7 @@ from synccl.runtime._buffers import DTYPES, as_array, dtype_code
 
 __all__ = ["DispatchHandle", "dispatch", "combine"]
 
-_HEADER = ("rows", "hidden size", "dtype", "k", "weights dtype")
-_NUMPY = numpy_kit()  # indices travel as numpy int64 whatever the tokens' library
+_HEADER = ("rows", "hidden size", "dtype", "k", "weights dtype")  # what _exchange_counts sends each rank
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,25 +92,26 @@ def dispatch(
     ([1, 0, 1], [1, 2])
     """
     op = "dispatch"
-    kit = array_kit(op, x, "x")
-    _matrix(op, kit, x, "x")
-    indices = _indices(op, kit, topk_idx, kit.shape(x)[0])
-    _matrix(op, kit, topk_weights, "topk_weights", like=x, rows=kit.shape(x)[0], cols=indices.shape[1])
 
     def run(comm: Communicator) -> tuple[Any, Any, Any, list[int], DispatchHandle]:
-        routing = plan_routing(indices, num_experts, comm.size, capacity_factor)
+        kit = array_kit(op, x, "x")
+        _matrix(op, kit, x, "x")
         tokens, hidden = kit.shape(x)
+        indices = _indices(op, kit, topk_idx, tokens)
         k = indices.shape[1]
-        recv_counts = _exchange_header(comm, op, routing.send_counts, (hidden, dtype_code(kit.dtype(x)), k, dtype_code(kit.dtype(topk_weights))))
-        recv_x = _exchange(comm, kit, kit.take(x, routing.send_token), routing.send_counts, recv_counts, hidden, op, "x")
-        local_idx = routing.send_local_idx
-        weights = kit.take(topk_weights, routing.send_token)
-        if len(local_idx):
-            weights = weights * kit.wrap(np.ascontiguousarray(local_idx >= 0).astype(kit.dtype(topk_weights)))
-        recv_idx = _exchange(comm, _NUMPY, local_idx, routing.send_counts, recv_counts, k, op, "topk_idx")
-        recv_w = _exchange(comm, kit, kit.contiguous(weights), routing.send_counts, recv_counts, k, op, "topk_weights")
+        _matrix(op, kit, topk_weights, "topk_weights", floats=True, rows=tokens, cols=k)
+        routing = plan_routing(indices, num_experts, comm.size, capacity_factor)
+        x_type, w_type = kit.dtype(x), kit.dtype(topk_weights)
+        counts = _exchange_counts(comm, op, routing.send_counts, (hidden, dtype_code(x_type), k, dtype_code(w_type)))
+        # One message per destination: each row is the token's x, its k local expert ids, its k weights.
+        fields = ((x_type, hidden), (np.dtype(np.int64), k), (w_type, k))
+        packed = _pack(fields, _rows(kit, x, x_type, hidden)[routing.send_token], routing.send_local_idx, _rows(kit, topk_weights, w_type, k)[routing.send_token])
+        packed[:, _offset(fields, 2) :].view(w_type)[routing.send_local_idx < 0] = 0  # a slot that is not the destination's
+        received = _exchange(comm, packed, counts, op)
+        recv_x, recv_idx, recv_w = _unpack(fields, received)
         per_expert = np.bincount(recv_idx[recv_idx >= 0], minlength=routing.experts_per_rank)
-        return recv_x, kit.wrap(recv_idx), recv_w, [int(c) for c in per_expert], DispatchHandle(routing, recv_counts, tokens)
+        handle = DispatchHandle(routing, counts[:, comm.rank].copy(), tokens)
+        return kit.wrap(recv_x), kit.wrap(recv_idx), kit.wrap(recv_w), [int(c) for c in per_expert], handle
 
     return run_on(comm, group, op, run)
 
@@ -118,7 +120,8 @@ def combine(y: Any, handle: DispatchHandle, *, comm: Communicator | None = None,
     """Send every received row's output back and sum a token's rows in its slot: ``(T, H_out)``.
 
     ``y`` holds one row per row :func:`dispatch` returned (already weighted by the row's local
-    slots); a token none of whose experts was kept gets zeros.
+    slots); a token none of whose experts was kept gets zeros. Rows are summed in rank order,
+    so the result does not depend on timing.
 
     Examples
     --------
@@ -130,21 +133,23 @@ def combine(y: Any, handle: DispatchHandle, *, comm: Communicator | None = None,
     [[0.0, 1.0], [1.0, 1.5]]
     """
     op = "combine"
-    if not isinstance(handle, DispatchHandle):
-        raise CommError(f"{op}: handle must be what dispatch returned, got {type(handle).__name__}", op=op)
-    kit = array_kit(op, y, "y")
-    rows = int(handle.recv_counts.sum())
-    _matrix(op, kit, y, "y", rows=rows)
 
     def run(comm: Communicator) -> Any:
+        if not isinstance(handle, DispatchHandle):
+            raise CommError(f"{op}: handle must be what dispatch returned, got {type(handle).__name__}", op=op)
+        kit = array_kit(op, y, "y")
+        _matrix(op, kit, y, "y", rows=int(handle.recv_counts.sum()))
         routing = handle.routing
         if routing.nranks != comm.size:
             raise CommError(f"{op}: the handle is from a dispatch on {routing.nranks} ranks, this group has {comm.size}", rank=comm.rank, op=op)
-        hidden = kit.shape(y)[1]
-        _exchange_header(comm, op, handle.recv_counts, (hidden, dtype_code(kit.dtype(y)), 0, 0), expected=routing.send_counts)
-        back = _exchange(comm, kit, kit.contiguous(y), handle.recv_counts, routing.send_counts, hidden, op, "y")
+        hidden, y_type = kit.shape(y)[1], kit.dtype(y)
+        counts = _exchange_counts(comm, op, handle.recv_counts, (hidden, dtype_code(y_type), 0, 0))
+        if not np.array_equal(counts[:, comm.rank], routing.send_counts):
+            raise CommError(f"{op}: rows sent back {counts[:, comm.rank].tolist()} differ from the rows dispatched {routing.send_counts.tolist()}: not the handle of one dispatch", rank=comm.rank, op=op)
+        fields = ((y_type, hidden),)
+        (back,) = _unpack(fields, _exchange(comm, _pack(fields, _rows(kit, y, y_type, hidden)), counts, op))
         out = kit.zeros((handle.num_tokens, hidden), y)
-        kit.index_add(out, routing.send_token, back)  # in row order: ranks in order, so the sum is deterministic
+        kit.add_rows(out, routing.send_token, kit.wrap(back), routing.send_counts)
         return out
 
     return run_on(comm, group, op, run)
@@ -153,50 +158,70 @@ def combine(y: Any, handle: DispatchHandle, *, comm: Communicator | None = None,
 # -- exchanges ----------------------------------------------------------------------------------
 
 
-def _exchange_header(comm: Communicator, op: str, send_rows: np.ndarray, fields: tuple[int, int, int, int], *, expected: np.ndarray | None = None) -> np.ndarray:
-    """All-to-all of ``(rows, *fields)`` per destination; the rows each rank sends here, after checking the fields agree.
+def _exchange_counts(comm: Communicator, op: str, send_rows: np.ndarray, fields: tuple[int, int, int, int]) -> np.ndarray:
+    """Every rank's rows to every rank (``counts[src, dst]``), after checking that the ranks agree on ``fields``.
 
-    ``expected``: the rows each rank must send here (combine returns what dispatch sent).
+    An all-gather, so every rank knows the whole traffic matrix (and the largest message).
     """
-    p = comm.size
-    header = np.empty((p, len(_HEADER)), dtype=np.int64)
-    header[:, 0] = send_rows
-    header[:, 1:] = fields
-    got = comm.alltoall(header.reshape(-1), np.empty(header.size, dtype=np.int64)).reshape(p, len(_HEADER))
-    for rank in range(p):
-        for column in range(1, len(_HEADER)):
-            if got[rank, column] != header[comm.rank, column]:
-                theirs, mine = (_field(column, v) for v in (got[rank, column], header[comm.rank, column]))
-                raise CommError(f"{op}: ranks disagree on the {_HEADER[column]}: rank {rank} has {theirs}, rank {comm.rank} has {mine}", rank=comm.rank, op=op)
-    if expected is not None and not np.array_equal(got[:, 0], expected):
-        raise CommError(f"{op}: rows sent back {got[:, 0].tolist()} differ from the rows dispatched {expected.tolist()}: the handles are not from one dispatch", rank=comm.rank, op=op)
-    return got[:, 0].copy()
+    mine = np.empty(comm.size + len(_HEADER) - 1, dtype=np.int64)
+    mine[: comm.size], mine[comm.size :] = send_rows, fields
+    every = comm.allgather(mine, np.empty(comm.size * mine.size, dtype=np.int64)).reshape(comm.size, -1)
+    for column, name in enumerate(_HEADER[1:], start=comm.size):
+        for rank in range(comm.size):
+            if every[rank, column] != mine[column]:
+                theirs, ours = (_field(name, v) for v in (every[rank, column], mine[column]))
+                raise CommError(f"{op}: ranks disagree on the {name}: rank {rank} has {theirs}, rank {comm.rank} has {ours}", rank=comm.rank, op=op)
+    return every[:, : comm.size]
 
 
-def _exchange(comm: Communicator, kit: ArrayKit, rows: Any, send_rows: np.ndarray, recv_rows: np.ndarray, width: int, op: str, what: str) -> Any:
-    """All-to-all-v of ``rows`` (``send_rows[j]`` rows of ``width`` to rank j); the ``(sum(recv_rows), width)`` received."""
-    out = kit.new((int(recv_rows.sum()), width), rows)
-    comm.alltoallv(
-        as_array(rows, name=what, op=op, writable=False), (send_rows * width).tolist(), as_array(out, name=what, op=op, writable=True), (recv_rows * width).tolist()
-    )
+def _exchange(comm: Communicator, packed: np.ndarray, counts: np.ndarray, op: str) -> np.ndarray:
+    """All-to-all-v of byte rows: ``counts[me, j]`` rows to rank j; the rows received, grouped by source."""
+    width = packed.shape[1]
+    out = np.empty((int(counts[:, comm.rank].sum()), width), dtype=np.uint8)
+    send, recv = (counts[comm.rank] * width).tolist(), (counts[:, comm.rank] * width).tolist()
+    comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, largest=int(counts.max(initial=0)) * width)
     return out
 
 
-def _field(column: int, value: int) -> str:
-    return str(DTYPES[value]) if _HEADER[column].endswith("dtype") else str(value)
+def _rows(kit: ArrayKit, a: Any, dtype: np.dtype, width: int) -> np.ndarray:
+    """``a`` as a numpy ``(rows, width)`` array over the same memory (a copy only if not contiguous)."""
+    return as_array(kit.contiguous(a), name="rows", op="moe", writable=False).view(dtype).reshape(-1, width)
+
+
+def _offset(fields: tuple[tuple[np.dtype, int], ...], index: int) -> int:
+    return sum(np.dtype(t).itemsize * n for t, n in fields[:index])
+
+
+def _pack(fields: tuple[tuple[np.dtype, int], ...], *columns: np.ndarray) -> np.ndarray:
+    """Rows of bytes holding each of ``columns`` side by side."""
+    rows = len(columns[0])
+    packed = np.empty((rows, _offset(fields, len(fields))), dtype=np.uint8)
+    for index, column in enumerate(columns):
+        at, end = _offset(fields, index), _offset(fields, index + 1)
+        packed[:, at:end] = np.ascontiguousarray(column).view(np.uint8).reshape(rows, end - at)
+    return packed
+
+
+def _unpack(fields: tuple[tuple[np.dtype, int], ...], packed: np.ndarray) -> list[np.ndarray]:
+    """The columns of byte rows, each a contiguous ``(rows, width)`` array of its dtype."""
+    return [np.ascontiguousarray(packed[:, _offset(fields, i) : _offset(fields, i + 1)]).view(t).reshape(-1, n) for i, (t, n) in enumerate(fields)]
+
+
+def _field(name: str, value: int) -> str:
+    return str(DTYPES[value]) if name.endswith("dtype") else str(value)
 
 
 # -- checks -------------------------------------------------------------------------------------
 
 
-def _matrix(op: str, kit: ArrayKit, x: Any, name: str, *, like: Any = None, rows: int | None = None, cols: int | None = None) -> None:
+def _matrix(op: str, kit: ArrayKit, x: Any, name: str, *, floats: bool = False, rows: int | None = None, cols: int | None = None) -> None:
     if not kit.is_mine(x):
         raise CommError(f"{op}: {name} must be a {kit.name} array like the others, got {type(x).__name__}", op=op)
     shape = kit.shape(x)
     if len(shape) != 2 or (rows is not None and shape[0] != rows) or (cols is not None and shape[1] != cols):
         want = f"({'T' if rows is None else rows}, {'H' if cols is None else cols})"
         raise CommError(f"{op}: {name} has shape {shape}, expected {want}", op=op)
-    if like is not None and not np.issubdtype(kit.dtype(x), np.floating) and kit.dtype(x).name != "bfloat16":
+    if floats and not np.issubdtype(kit.dtype(x), np.floating) and kit.dtype(x).name != "bfloat16":
         raise CommError(f"{op}: {name} must hold floats, got {kit.dtype(x)}", op=op)
 
 

@@ -72,13 +72,12 @@ def all_gather_matmul(
     ((2, 3), [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     """
     op = "all_gather_matmul"
-    kit = array_kit(op, a_shard, "a_shard")
-    ndim = kit.ndim(a_shard)
-    dim = _dimension(op, "gather_dim", gather_dim, ndim, a_shard, kit)
-    weights = _weights(op, kit, a_shard, bs)
-    splits = _splits(op, splits)
 
     def run(comm: Communicator) -> tuple[Any, list[Any]]:
+        kit = array_kit(op, a_shard, "a_shard")
+        dim = _dimension(op, "gather_dim", gather_dim, kit.ndim(a_shard), a_shard, kit)
+        weights = _weights(op, kit, a_shard, bs)
+        pieces = _splits(op, splits)
         p = comm.size
         shape = kit.shape(a_shard)
         _same_everywhere(comm, op, "a_shard", shape, dim, kit.dtype(a_shard), [kit.shape(b)[1] for b in weights])
@@ -96,8 +95,8 @@ def all_gather_matmul(
                 kit.matmul(gathered[first:last], b, c[first:last])
 
         buffers = {Buffer.INPUT: as_array(rows, name="a_shard", op=op, writable=False), Buffer.OUTPUT: output}
-        program = fused_ring(op, p, pieces=splits)
-        comm._run_fused(program, RowLayout(share_rows, k, splits), buffers, consume, share=share_rows * k, label=op)
+        program = fused_ring(op, p, pieces=pieces)
+        comm._run_fused(program, RowLayout(share_rows, k, pieces), buffers, consume, share=share_rows * k, label=op)
         moved = kit.shape(rows)
         full_shape = (p * moved[0], *moved[1:])
 
@@ -141,23 +140,22 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
     [[3.0], [12.0]]
     """
     name = "matmul_reduce_scatter"
-    if op not in ("sum", "avg"):
-        raise CommError(f"{name}: op must be 'sum' or 'avg', got {op!r}", op=name)
-    kit = array_kit(name, a, "a")
-    ndim = kit.ndim(a)
-    dim = _dimension(name, "scatter_dim", scatter_dim, ndim, a, kit)
-    (b,) = _weights(name, kit, a, [b], label="b")
-    splits = _splits(name, splits)
 
     def run(comm: Communicator) -> Any:
+        if op not in ("sum", "avg"):
+            raise CommError(f"{name}: op must be 'sum' or 'avg', got {op!r}", op=name)
+        kit = array_kit(name, a, "a")
+        dim = _dimension(name, "scatter_dim", scatter_dim, kit.ndim(a), a, kit)
+        (b_matrix,) = _weights(name, kit, a, [b], label="b")
+        pieces = _splits(name, splits)
         p = comm.size
         shape = kit.shape(a)
-        _same_everywhere(comm, name, "a", shape, dim, kit.dtype(a), [kit.shape(b)[1]])
+        _same_everywhere(comm, name, "a", shape, dim, kit.dtype(a), [kit.shape(b_matrix)[1]])
         if shape[dim] % p:
             raise CommError(f"{name}: scatter_dim {dim} of a (size {shape[dim]}) does not split among {p} ranks", rank=comm.rank, op=name)
         rows = kit.contiguous(kit.movedim(a, dim, 0))
         moved = kit.shape(rows)
-        k, n = moved[-1], kit.shape(b)[1]
+        k, n = moved[-1], kit.shape(b_matrix)[1]
         lhs = kit.reshape(rows, (-1, k))
         total_rows = kit.shape(lhs)[0]
         share_rows = total_rows // p
@@ -167,11 +165,11 @@ def matmul_reduce_scatter(a: Any, b: Any, scatter_dim: int, *, op: str = "sum", 
 
         def produce(start: int, stop: int) -> None:  # elements of the product the transfers send next: whole rows
             first, last = start // n, stop // n
-            kit.matmul(lhs[first:last], b, product[first:last])
+            kit.matmul(lhs[first:last], b_matrix, product[first:last])
 
         buffers = {Buffer.INPUT: flat, Buffer.OUTPUT: as_array(result, name="result", op=name, writable=True)}
-        program = fused_ring(name, p, pieces=splits)
-        comm._run_fused(program, RowLayout(share_rows, n, splits), buffers, produce, share=share_rows * n, label=name)
+        program = fused_ring(name, p, pieces=pieces)
+        comm._run_fused(program, RowLayout(share_rows, n, pieces), buffers, produce, share=share_rows * n, label=name)
         if op == "avg":
             kit.divide(result, p)
         return kit.movedim(kit.reshape(result, (moved[0] // p, *moved[1:-1], n)), 0, dim)

@@ -21,6 +21,8 @@ def main() -> int:
     x = np.ones((6, hidden))
     idx = np.tile(np.arange(2), (6, 1))
     w = np.full((6, 2), 0.5)
+    if scenario == "bad_idx" and rank == 1:
+        idx = idx + 10  # experts that do not exist: refused on this rank alone
     if scenario == "die" and rank == 1:
         os._exit(3)
     start = time.monotonic()

@@ -39,6 +39,13 @@ def test_hidden_sizes_that_differ_across_ranks_fail_on_every_rank(jobs, scenario
     assert all(fragment in message for _, message in raised.values())
 
 
+def test_bad_input_on_one_rank_makes_the_others_raise_at_once(jobs):
+    raised = _raised(jobs.mpiexec(2, FAILURES, "bad_idx", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
+    assert "is not an expert of 0..3" in raised[1][1]
+    seconds, message = raised[0]
+    assert seconds < 5 and "rank 1" in message and "is not an expert" in message
+
+
 def test_a_dying_rank_makes_the_others_raise_naming_it(jobs, no_leftover_segments):
     procs = jobs.spawn(3, FAILURES, "die", env={"SYNCCL_TIMEOUT": "30"})
     outputs = [p.communicate(timeout=120)[0] for p in procs]

@@ -44,7 +44,9 @@ def main() -> int:
         os._exit(3)
     start = time.monotonic()
     try:
-        if scenario == "scatter_rows":
+        if scenario == "bad_dim":
+            all_gather_matmul(a, [b], 5 if rank == 1 else 0, comm=comm)
+        elif scenario == "scatter_rows":
             matmul_reduce_scatter(np.ones((comm.size + 1, 8), np.float32), b, 0, comm=comm)
         elif scenario == "raise_scatter":
             matmul_reduce_scatter(np.ones((comm.size * 64, 8), np.float32), b, 0, comm=comm, splits=4)

@@ -54,6 +54,13 @@ def test_a_scatter_dim_that_does_not_split_is_named(jobs):
     assert set(raised) == {0, 1} and all("does not split among 2 ranks" in m for _, m in raised.values())
 
 
+def test_bad_input_on_one_rank_makes_the_others_raise_at_once(jobs):
+    raised = _raised(jobs.mpiexec(2, FAILURES, "bad_dim", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
+    assert "gather_dim 5 does not exist" in raised[1][1]
+    seconds, message = raised[0]
+    assert seconds < 5 and "rank 1" in message and "gather_dim 5" in message
+
+
 def test_a_compute_step_that_raises_stops_every_peer_quickly(jobs, no_leftover_segments):
     proc = jobs.mpiexec(3, FAILURES, "raise_scatter", env={"SYNCCL_TIMEOUT": "30"}, timeout=120)
     raised = _raised(proc.stdout)
