@@ -114,6 +114,7 @@ class Communicator:
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()  # prepared calls by buffers and arguments
         self._pinned_bytes = 0  # user memory the prepared calls keep alive
         self._spares: dict[tuple[int, np.dtype], np.ndarray] = {}  # receive buffers of non-roots
+        self._workspaces: dict[str, np.ndarray] = {}  # scratch bytes of layer-level calls, by purpose
         self._announced: set[tuple] = set()  # selections already logged
         self._cuda: CudaEngine | None = None  # the GPU side, set up by the first call on GPU buffers
         log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
@@ -385,6 +386,17 @@ class Communicator:
             self._spares = {k: v for k, v in self._spares.items() if k[1] != key[1]}
             spare = self._spares[key] = np.empty(count, dtype=dtype)
         return spare
+
+    def _workspace(self, purpose: str, nbytes: int) -> np.ndarray:
+        """``nbytes`` of scratch kept for ``purpose`` across calls, grown by half again when too small.
+
+        Calls whose sizes change every time (MoE dispatch) reuse the same memory: fresh arrays
+        would each cost page faults (and the prepared-call cache keeps recent ones alive).
+        """
+        space = self._workspaces.get(purpose)
+        if space is None or space.size < nbytes:
+            space = self._workspaces[purpose] = np.empty(max(nbytes, 3 * (0 if space is None else space.size) // 2), dtype=np.uint8)
+        return space[:nbytes]
 
     def _share(self, op: str, total: int) -> int:
         if total % self.size:

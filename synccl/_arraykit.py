@@ -27,9 +27,7 @@ class ArrayKit:
     Examples
     --------
     >>> kit = numpy_kit()
-    >>> out = kit.zeros((2, 2), np.ones(1))
-    >>> kit.add_rows(out, np.array([1, 0, 1]), np.ones((3, 2)), np.array([2, 1]))
-    >>> out.tolist()
+    >>> kit.sum_rows(2, np.array([1, 0, 1]), np.ones((3, 2)), np.array([2, 1])).tolist()
     [[1.0, 1.0], [2.0, 2.0]]
     """
 
@@ -41,10 +39,11 @@ class ArrayKit:
     contiguous: Callable[[Any], Any]
     reshape: Callable[[Any, tuple[int, ...]], Any]
     new: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> uninitialized array of like's dtype
-    zeros: Callable[[tuple[int, ...], Any], Any]  # (shape, like) -> zeros of like's dtype
     wrap: Callable[[np.ndarray], Any]  # a numpy array as this library's array, sharing memory
     to_numpy: Callable[[Any], np.ndarray]  # a (small) array's values as numpy, e.g. indices
-    add_rows: Callable[[Any, np.ndarray, Any, np.ndarray], None]  # (out, index, rows, block sizes): out[index[i]] += rows[i], block by block
+    # (n, index, rows, block sizes) -> out of n rows, out[t] = the sum of rows[i] with index[i] == t, block
+    # by block in order; within a block the indices are distinct.
+    sum_rows: Callable[[int, np.ndarray, Any, np.ndarray], Any]
     matmul: Callable[[Any, Any, Any], None]  # (a, b, out)
     divide: Callable[[Any, int], None]  # in place
     is_mine: Callable[[Any], bool]
@@ -68,22 +67,26 @@ def numpy_kit() -> ArrayKit:
         contiguous=np.ascontiguousarray,
         reshape=lambda x, shape: x.reshape(shape),
         new=lambda shape, like: np.empty(shape, dtype=like.dtype),
-        zeros=lambda shape, like: np.zeros(shape, dtype=like.dtype),
         wrap=lambda x: x,
         to_numpy=np.asarray,
-        add_rows=_add_rows_numpy,
+        sum_rows=_sum_rows_numpy,
         matmul=lambda a, b, out: np.matmul(a, b, out=out),
         divide=divide,
         is_mine=lambda x: isinstance(x, np.ndarray),
     )
 
 
-def _add_rows_numpy(out: np.ndarray, index: np.ndarray, rows: np.ndarray, blocks: np.ndarray) -> None:
-    """``out[index[i]] += rows[i]``, one block at a time; within a block every index is distinct."""
+def _sum_rows_numpy(n: int, index: np.ndarray, rows: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    out = np.zeros((n, *rows.shape[1:]), dtype=rows.dtype)
     at = 0
-    for size in blocks.tolist():
-        out[index[at : at + size]] += rows[at : at + size]
+    for k, size in enumerate(blocks.tolist()):
+        where, block = index[at : at + size], rows[at : at + size]
+        if k == 0:
+            out[where] = block  # into zeros: a store instead of a load, an add and a store
+        else:
+            out[where] += block
         at += size
+    return out
 
 
 def torch_kit() -> ArrayKit:
@@ -104,12 +107,14 @@ def torch_kit() -> ArrayKit:
     def dtype(x: torch.Tensor) -> np.dtype:
         return as_array(torch.empty(0, dtype=x.dtype), name="tensor", op="dtype", writable=False).dtype
 
-    def add_rows(out: torch.Tensor, index: np.ndarray, rows: torch.Tensor, blocks: np.ndarray) -> None:
+    def sum_rows(n: int, index: np.ndarray, rows: torch.Tensor, blocks: np.ndarray) -> torch.Tensor:
+        out = torch.zeros((n, *rows.shape[1:]), dtype=rows.dtype)
         at = 0
         for size in blocks.tolist():  # blocks in order, so the sums do not depend on torch's scheduling
             where = torch.from_numpy(np.ascontiguousarray(index[at : at + size], dtype=np.int64))
             out.index_add_(0, where, rows[at : at + size].detach())
             at += size
+        return out
 
     return ArrayKit(
         "torch",
@@ -120,10 +125,9 @@ def torch_kit() -> ArrayKit:
         contiguous=lambda x: x.detach().contiguous(),
         reshape=lambda x, shape: x.reshape(shape),
         new=lambda shape, like: torch.empty(shape, dtype=like.dtype),
-        zeros=lambda shape, like: torch.zeros(shape, dtype=like.dtype),
         wrap=wrap,
         to_numpy=lambda x: x.detach().cpu().numpy(),
-        add_rows=add_rows,
+        sum_rows=sum_rows,
         matmul=lambda a, b, out: torch.matmul(a.detach(), b.detach(), out=out),
         divide=divide,
         is_mine=is_torch,

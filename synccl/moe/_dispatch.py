@@ -103,12 +103,13 @@ def dispatch(
         routing = plan_routing(indices, num_experts, comm.size, capacity_factor)
         x_type, w_type = kit.dtype(x), kit.dtype(topk_weights)
         counts = _exchange_counts(comm, op, routing.send_counts, (hidden, dtype_code(x_type), k, dtype_code(w_type)))
-        # One message per destination: each row is the token's x, its k local expert ids, its k weights.
+        # One message per destination: its rows of x, their k local expert ids, their k weights.
         fields = ((x_type, hidden), (np.dtype(np.int64), k), (w_type, k))
-        packed = _pack(fields, _rows(kit, x, x_type, hidden)[routing.send_token], routing.send_local_idx, _rows(kit, topk_weights, w_type, k)[routing.send_token])
-        packed[:, _offset(fields, 2) :].view(w_type)[routing.send_local_idx < 0] = 0  # a slot that is not the destination's
-        received = _exchange(comm, packed, counts, op)
-        recv_x, recv_idx, recv_w = _unpack(fields, received)
+        weights = _rows(kit, topk_weights, w_type, k)[routing.send_token]  # each sent row's weights ...
+        weights[routing.send_local_idx < 0] = 0  # ... but for slots whose expert is not at the destination
+        columns = ((_rows(kit, x, x_type, hidden), routing.send_token), (routing.send_local_idx, None), (weights, None))
+        received = _exchange(comm, _pack(comm, fields, columns, routing.send_counts), counts, op)
+        recv_x, recv_idx, recv_w = _unpack(fields, received, counts[:, comm.rank])
         per_expert = np.bincount(recv_idx[recv_idx >= 0], minlength=routing.experts_per_rank)
         handle = DispatchHandle(routing, counts[:, comm.rank].copy(), tokens)
         return kit.wrap(recv_x), kit.wrap(recv_idx), kit.wrap(recv_w), [int(c) for c in per_expert], handle
@@ -147,10 +148,9 @@ def combine(y: Any, handle: DispatchHandle, *, comm: Communicator | None = None,
         if not np.array_equal(counts[:, comm.rank], routing.send_counts):
             raise CommError(f"{op}: rows sent back {counts[:, comm.rank].tolist()} differ from the rows dispatched {routing.send_counts.tolist()}: not the handle of one dispatch", rank=comm.rank, op=op)
         fields = ((y_type, hidden),)
-        (back,) = _unpack(fields, _exchange(comm, _pack(fields, _rows(kit, y, y_type, hidden)), counts, op))
-        out = kit.zeros((handle.num_tokens, hidden), y)
-        kit.add_rows(out, routing.send_token, kit.wrap(back), routing.send_counts)
-        return out
+        packed = _pack(comm, fields, ((_rows(kit, y, y_type, hidden), None),), handle.recv_counts)
+        (back,) = _unpack(fields, _exchange(comm, packed, counts, op), routing.send_counts)  # a view of scratch: summed into a fresh array next
+        return kit.sum_rows(handle.num_tokens, routing.send_token, kit.wrap(back), routing.send_counts)
 
     return run_on(comm, group, op, run)
 
@@ -175,9 +175,10 @@ def _exchange_counts(comm: Communicator, op: str, send_rows: np.ndarray, fields:
 
 
 def _exchange(comm: Communicator, packed: np.ndarray, counts: np.ndarray, op: str) -> np.ndarray:
-    """All-to-all-v of byte rows: ``counts[me, j]`` rows to rank j; the rows received, grouped by source."""
+    """All-to-all-v of byte rows: ``counts[me, j]`` rows to rank j; the rows received (in scratch), grouped by source."""
     width = packed.shape[1]
-    out = np.empty((int(counts[:, comm.rank].sum()), width), dtype=np.uint8)
+    rows = int(counts[:, comm.rank].sum())
+    out = comm._workspace("moe-received", rows * width).reshape(rows, width)
     send, recv = (counts[comm.rank] * width).tolist(), (counts[:, comm.rank] * width).tolist()
     comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, largest=int(counts.max(initial=0)) * width)
     return out
@@ -188,23 +189,51 @@ def _rows(kit: ArrayKit, a: Any, dtype: np.dtype, width: int) -> np.ndarray:
     return as_array(kit.contiguous(a), name="rows", op="moe", writable=False).view(dtype).reshape(-1, width)
 
 
-def _offset(fields: tuple[tuple[np.dtype, int], ...], index: int) -> int:
-    return sum(np.dtype(t).itemsize * n for t, n in fields[:index])
+def _pack(comm: Communicator, fields: tuple[tuple[np.dtype, int], ...], columns: tuple[tuple[np.ndarray, np.ndarray | None], ...], blocks: np.ndarray) -> np.ndarray:
+    """Byte rows for the all-to-all-v: each destination's block holds its rows of every column, column after column.
+
+    A column is ``(array, rows to take)`` (``None``: its rows in order); ``blocks`` counts rows
+    per destination. A single column taken whole is sent from its own memory; otherwise each
+    section is gathered straight into scratch (contiguous writes, no temporary).
+    """
+    width = sum(np.dtype(t).itemsize * n for t, n in fields)
+    if len(columns) == 1 and columns[0][1] is None:
+        return np.ascontiguousarray(columns[0][0]).view(np.uint8).reshape(-1, width)
+    rows = int(blocks.sum())
+    packed = comm._workspace("moe-sent", rows * width)
+    at = first = 0
+    for count in blocks.tolist():
+        for (dtype, n), (column, take) in zip(fields, columns, strict=True):
+            size = count * n * np.dtype(dtype).itemsize
+            section = packed[at : at + size].view(dtype).reshape(count, n)
+            if take is None:
+                section[:] = column[first : first + count]
+            else:
+                np.take(column, take[first : first + count], axis=0, out=section, mode="clip")  # in range; "raise" would buffer
+            at += size
+        first += count
+    return packed.reshape(rows, width)
 
 
-def _pack(fields: tuple[tuple[np.dtype, int], ...], *columns: np.ndarray) -> np.ndarray:
-    """Rows of bytes holding each of ``columns`` side by side."""
-    rows = len(columns[0])
-    packed = np.empty((rows, _offset(fields, len(fields))), dtype=np.uint8)
-    for index, column in enumerate(columns):
-        at, end = _offset(fields, index), _offset(fields, index + 1)
-        packed[:, at:end] = np.ascontiguousarray(column).view(np.uint8).reshape(rows, end - at)
-    return packed
+def _unpack(fields: tuple[tuple[np.dtype, int], ...], packed: np.ndarray, blocks: np.ndarray) -> list[np.ndarray]:
+    """The columns of :func:`_pack`'s layout, each a ``(rows, width)`` array of its dtype.
 
-
-def _unpack(fields: tuple[tuple[np.dtype, int], ...], packed: np.ndarray) -> list[np.ndarray]:
-    """The columns of byte rows, each a contiguous ``(rows, width)`` array of its dtype."""
-    return [np.ascontiguousarray(packed[:, _offset(fields, i) : _offset(fields, i + 1)]).view(t).reshape(-1, n) for i, (t, n) in enumerate(fields)]
+    Several columns are copied out into fresh arrays; a single one is a view of ``packed``.
+    """
+    rows = int(blocks.sum())
+    if len(fields) == 1:
+        (dtype, n), = fields
+        return [packed.reshape(-1).view(dtype).reshape(rows, n)]
+    flat = packed.reshape(-1)
+    out = [np.empty((rows, n), dtype=dtype) for dtype, n in fields]
+    at = first = 0
+    for count in blocks.tolist():
+        for (dtype, n), column in zip(fields, out, strict=True):
+            size = count * n * np.dtype(dtype).itemsize
+            column[first : first + count] = flat[at : at + size].view(dtype).reshape(count, n)
+            at += size
+        first += count
+    return out
 
 
 def _field(name: str, value: int) -> str:
