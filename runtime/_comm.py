@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from synccl.cache import installed_files
-from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program
+from synccl.collectives import REDUCE_OPS, Buffer, Collective, Program, verify
 from synccl.collectives._oracle import BITWISE_OPS
 from synccl.exceptions import CommError, KernelBuildError, SyncclError
 from synccl.runtime import _native as native
@@ -34,7 +34,7 @@ from synccl.runtime._executor import Waiter, execute, prepare
 from synccl.runtime._fingerprint import Fingerprint, call_fingerprint, signature
 from synccl.runtime._log import enable_debug_log
 from synccl.runtime._overlap import ComputeFn, require_native, run_alongside
-from synccl.runtime._plan import CountsLayout, Layout, RankPlan, ShareLayout, check_capacity, compile_plan, tile_count
+from synccl.runtime._plan import Layout, RankPlan, ShareLayout, TrafficLayout, check_capacity, compile_plan, tile_count
 from synccl.runtime._rendezvous import Rendezvous, detect
 from synccl.runtime._selection import Selection, build_program, load_xml, registry_version, select
 from synccl.runtime._world import World
@@ -115,6 +115,7 @@ class Communicator:
         self._pinned_bytes = 0  # user memory the prepared calls keep alive
         self._spares: dict[tuple[int, np.dtype], np.ndarray] = {}  # receive buffers of non-roots
         self._workspaces: dict[str, np.ndarray] = {}  # scratch bytes of layer-level calls, by purpose
+        self._verified: dict[int, Program] = {}  # user Programs alltoallv has verified, by id
         self._announced: set[tuple] = set()  # selections already logged
         self._cuda: CudaEngine | None = None  # the GPU side, set up by the first call on GPU buffers
         log.info("rank %d of %d, %d node(s) of %d rank(s); settings: %s", self.rank, self.size, self.world.nnodes, self.local_size, _settings(config))
@@ -242,35 +243,66 @@ class Communicator:
         return sendbuf if recvbuf is None else recvbuf
 
     @_collective_call
-    def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int], *, largest: int | None = None) -> Any:
+    def alltoallv(self, sendbuf: Any, send_counts: list[int], recvbuf: Any, recv_counts: list[int], *, program: Program | None = None, traffic: Any = None) -> Any:
         """All-to-all with uneven counts: ``send_counts[j]`` elements go to rank j, packed in rank order.
 
-        ``largest``: the largest count any rank sends any rank, when every rank passes the same
-        value (after exchanging counts, as :func:`synccl.moe.dispatch` does); it saves the
-        all-reduce that otherwise agrees on the call's tiling.
+        The ranks first exchange their send counts (an all-gather of ``size`` integers), so every
+        rank knows the whole traffic matrix; ``traffic`` -- that ``size x size`` matrix of element
+        counts, the same on every rank -- skips the exchange when the caller has it already
+        (:func:`synccl.moe.dispatch` does). ``program`` runs an all_to_all Program (verified
+        here) instead of the direct pairwise exchange: each pair's block travels as the
+        Program's chunks of it, at the size it has in this call, relays included -- e.g. the
+        schedule ``synccl synth all_to_all --traffic m.npy`` synthesized for this traffic.
         """
-        send = as_array(sendbuf, name="sendbuf", op="alltoallv", writable=False)
-        recv = as_array(recvbuf, name="recvbuf", op="alltoallv", writable=True)
+        op = "alltoallv"
+        send = as_array(sendbuf, name="sendbuf", op=op, writable=False)
+        recv = as_array(recvbuf, name="recvbuf", op=op, writable=True)
         counts = []
         for name, arr, given in (("send_counts", send, send_counts), ("recv_counts", recv, recv_counts)):
             values = tuple(int(c) for c in given)
             if len(values) != self.size or min(values, default=0) < 0 or sum(values) != arr.size:
-                raise CommError(f"alltoallv: {name} must be {self.size} counts >= 0 summing to {arr.size}, got {list(given)!r}", rank=self.rank, op="alltoallv")
+                raise CommError(f"{op}: {name} must be {self.size} counts >= 0 summing to {arr.size}, got {list(given)!r}", rank=self.rank, op=op)
             counts.append(values)
         if send.dtype != recv.dtype:
-            raise CommError(f"alltoallv: sendbuf is {send.dtype} but recvbuf is {recv.dtype}", rank=self.rank, op="alltoallv")
-        if largest is not None and largest < max((*counts[0], *counts[1]), default=0):
-            raise CommError(f"alltoallv: largest={largest!r} is below this rank's largest count {max((*counts[0], *counts[1]))}", rank=self.rank, op="alltoallv")
-        key = ("alltoallv", _address(send), _address(recv), send.dtype, largest, *counts)
+            raise CommError(f"{op}: sendbuf is {send.dtype} but recvbuf is {recv.dtype}", rank=self.rank, op=op)
+        program = self._all_to_all_program(program)
+        matrix = self._traffic(counts[0], traffic)
+        if tuple(row[self.rank] for row in matrix) != counts[1]:
+            raise CommError(f"{op}: recv_counts {list(counts[1])} differ from what the ranks send rank {self.rank}: {[row[self.rank] for row in matrix]}", rank=self.rank, op=op)
+        key = (op, _address(send), _address(recv), send.dtype, id(program), matrix)
         call = self._calls.get(key)
         if call is None:
-            program = build_program(Collective.ALL_TO_ALL, "pairwise", self.size, False, None, self.local_size, ())
-            layout = CountsLayout(self.rank, counts[0], counts[1], largest)
+            layout = TrafficLayout(self.rank, matrix, program.spec.chunk_factor)
             fingerprint = call_fingerprint(None, None, send.dtype, None, None, False, program.name)  # counts differ by rank
-            call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label="alltoallv", fingerprint=fingerprint)
+            call = self._compile(program, layout, {Buffer.INPUT: send, Buffer.OUTPUT: recv}, op="sum", label=op, fingerprint=fingerprint)
             self._remember(key, call)
         self._launch(call)
         return recvbuf
+
+    def _all_to_all_program(self, program: Program | None) -> Program:
+        """The Program an alltoallv runs: the library's pairwise exchange, or ``program`` once it is verified."""
+        if program is None:
+            return build_program(Collective.ALL_TO_ALL, "pairwise", self.size, False, None, self.local_size, ())
+        if not isinstance(program, Program):
+            raise CommError(f"alltoallv: program must be a synccl Program, got {type(program).__name__}", rank=self.rank, op="alltoallv")
+        if program.collective is not Collective.ALL_TO_ALL or program.nranks != self.size or program.spec.inplace:
+            raise CommError(f"alltoallv: program {program.name!r} is {program.spec.describe()}; expected an out-of-place all_to_all on {self.size} ranks", rank=self.rank, op="alltoallv")
+        if id(program) not in self._verified:
+            verify(program)
+            self._verified[id(program)] = program  # kept, so its id is not reused
+        return program
+
+    def _traffic(self, send_counts: tuple[int, ...], traffic: Any) -> tuple[tuple[int, ...], ...]:
+        """The ``size x size`` element counts of an alltoallv: ``traffic`` as given, or every rank's send counts."""
+        if traffic is None:
+            every = self.allgather(np.array(send_counts, dtype=np.int64), np.empty(self.size * self.size, dtype=np.int64))
+            return tuple(tuple(int(c) for c in row) for row in every.reshape(self.size, self.size))
+        matrix = np.asarray(traffic)
+        if matrix.shape != (self.size, self.size) or not np.issubdtype(matrix.dtype, np.integer) or (matrix < 0).any():
+            raise CommError(f"alltoallv: traffic must be a {self.size} x {self.size} matrix of counts >= 0, got shape {matrix.shape} of {matrix.dtype}", rank=self.rank, op="alltoallv")
+        if tuple(int(c) for c in matrix[self.rank]) != send_counts:
+            raise CommError(f"alltoallv: row {self.rank} of traffic {matrix[self.rank].tolist()} differs from send_counts {list(send_counts)}", rank=self.rank, op="alltoallv")
+        return tuple(tuple(int(c) for c in row) for row in matrix)
 
     @_collective_call
     def broadcast(self, buf: Any, *, root: int = 0, recvbuf: Any = None, algorithm: str | None = None) -> Any:
@@ -486,13 +518,7 @@ class Communicator:
         dtype = buffers[Buffer.INPUT].dtype
         located = [self.world.locate(buffers[b]) for b in (Buffer.INPUT, Buffer.OUTPUT)]
         registered = (located[0] is not None, located[1] is not None)
-        largest_piece = layout.largest_piece
-        if isinstance(layout, CountsLayout):  # ranks must agree on the tiling; counts differ per rank
-            largest = layout.agreed_largest
-            if largest is None:
-                largest = int(self.allreduce(np.array([layout.largest_chunk()], dtype=np.int64), op="max")[0])
-            largest_piece = CountsLayout(self.rank, (largest,), (largest,)).largest_piece
-        tiles = tile_count(program, largest_piece, dtype.itemsize, self.config.slice_bytes)
+        tiles = tile_count(program, layout.largest_piece, dtype.itemsize, self.config.slice_bytes)
         check_capacity(program, self.config.slots)
         lanes = program.nlanes
         if lanes > self.world.p2p_lane:
@@ -526,7 +552,7 @@ class Communicator:
         # A rank that receives every call's messages checks their signatures; ranks of rooted
         # collectives (a root may receive nothing) compare fingerprints on the boards as well.
         receives = any(step.recv_peer is not None for steps in plan.channels for step in steps)
-        compares = program.collective.is_rooted or not receives or isinstance(layout, CountsLayout)
+        compares = program.collective.is_rooted or not receives or isinstance(layout, TrafficLayout)
         return _Call(program, plan, checked, signature(fingerprint) if checked else 0, REDUCE_OPS[op], label, average, pinned=sum(unregistered.values()), compares=compares, native=encoded, resync=resync, cuda=gpu)
 
     def _remember(self, key: tuple, call: _Call) -> None:

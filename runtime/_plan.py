@@ -24,7 +24,7 @@ from synccl.collectives import Buffer, Event, Op, Program, Schedule, Slice, sche
 from synccl.collectives._execution import replay
 from synccl.exceptions import CommError, ProgramError
 
-__all__ = ["Layout", "ShareLayout", "RowLayout", "CountsLayout", "RankPlan", "Step", "check_capacity", "compile_plan", "tile_count"]
+__all__ = ["Layout", "ShareLayout", "RowLayout", "TrafficLayout", "RankPlan", "Step", "check_capacity", "compile_plan", "tile_count"]
 
 #: What a chunk location holds, as far as sizes go (see :meth:`Layout.contribution_class`).
 ChunkClass = tuple[int, ...]
@@ -137,34 +137,44 @@ class RowLayout(Layout):
 
 
 @dataclass(frozen=True, slots=True)
-class CountsLayout(Layout):
-    """All-to-allv: input chunk ``j`` holds ``send_counts[j]`` elements for rank ``j``; output chunk ``i`` what rank ``i`` sent."""
+class TrafficLayout(Layout):
+    """All-to-allv over any all_to_all Program: rank ``s``'s block for rank ``d`` is ``traffic[s][d]`` elements.
+
+    Input chunk ``d*c + k`` of a rank is the k-th of ``c = chunk_factor`` pieces of its block for
+    rank ``d`` (blocks packed in rank order); output chunk ``s*c + k`` is the k-th piece of what
+    rank ``s`` sent it. Every rank knows the whole matrix (the counts are exchanged first), so a
+    rank that relays another pair's piece knows its size, and every rank tiles alike.
+
+    >>> layout = TrafficLayout(1, ((0, 4, 2), (3, 0, 5), (1, 1, 0)), 1)
+    >>> layout.range(Buffer.INPUT, 2, 0, 1), layout.range(Buffer.OUTPUT, 2, 0, 1)
+    ((3, 8), (4, 5))
+    """
 
     rank: int
-    send_counts: tuple[int, ...]
-    recv_counts: tuple[int, ...]
-    agreed_largest: int | None = None  # the largest count of any pair, when every rank knows it
+    traffic: tuple[tuple[int, ...], ...]
+    chunk_factor: int = 1
 
     def range(self, buffer: Buffer, chunk: int, tile: int, tiles: int) -> tuple[int, int]:
-        counts = self.send_counts if buffer is Buffer.INPUT else self.recv_counts
-        lo = sum(counts[:chunk])
-        return _part(lo, lo + counts[chunk], tile, tiles)
+        peer, piece = divmod(chunk, self.chunk_factor)
+        if buffer is Buffer.INPUT:
+            lo, size = sum(self.traffic[self.rank][:peer]), self.traffic[self.rank][peer]
+        else:
+            lo, size = sum(row[self.rank] for row in self.traffic[:peer]), self.traffic[peer][self.rank]
+        lo, hi = _part(lo, lo + size, piece, self.chunk_factor)
+        return _part(lo, hi, tile, tiles)
 
     def contribution_class(self, rank: int, chunk: int) -> ChunkClass:
-        if rank == self.rank:
-            return (self.send_counts[chunk],)
-        if chunk == self.rank:
-            return (self.recv_counts[rank],)
-        return (-1,)  # data that never passes through this rank
+        return (rank, chunk)  # sizes differ by pair: the class is the contribution itself
 
     def class_size(self, cls: ChunkClass, tile: int, tiles: int) -> int:
-        if cls[0] < 0:
-            raise ProgramError("alltoallv: only algorithms that send each block directly support uneven counts")
-        a, b = _part(0, cls[0], tile, tiles)
+        src, chunk = cls
+        dst, piece = divmod(chunk, self.chunk_factor)
+        lo, hi = _part(0, self.traffic[src][dst], piece, self.chunk_factor)
+        a, b = _part(lo, hi, tile, tiles)
         return b - a
 
     def largest_chunk(self) -> int:
-        return max((*self.send_counts, *self.recv_counts), default=0)
+        return -(-max((count for row in self.traffic for count in row), default=0) // self.chunk_factor)
 
     def largest_piece(self, tiles: int) -> int:
         return -(-self.largest_chunk() // tiles)

@@ -51,17 +51,21 @@ Skewed traffic and Programs
 Any non-negative traffic matrix (e.g. MoE dispatch with zipf expert loads) is planned and
 scheduled: routes, chunk routes (each pair's block cut into ``chunks`` equal pieces, so
 chunk sizes differ between pairs) and steps form an exact alltoallv schedule, with its
-bandwidth time. Only uniform traffic lowers to an all_to_all :class:`Program`, whose
-blocks are equal by definition; :meth:`FlowSchedule.to_program` refuses skewed traffic
-rather than pad it to the largest block.
+bandwidth time. It lowers to the same all_to_all :class:`Program` shape as uniform traffic
+-- chunk ``d*chunks + k`` of rank ``s`` is the k-th piece of its block for ``d`` -- whose
+routes and relays were chosen for this traffic; the sizes are bound when it runs:
+``comm.alltoallv(..., program=schedule.to_program())`` moves each pair's block at its size in
+that call (:class:`synccl.runtime._plan.TrafficLayout`), so the Program is verified once, for
+any sizes. Its metadata records the traffic it was planned for.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Literal
 
@@ -69,7 +73,7 @@ import highspy
 import numpy as np
 
 from synccl.collectives import Algorithm, CollectiveSpec, Program, Step
-from synccl.exceptions import CollectiveError, Infeasible, ProgramError, SolverTimeout, TopologyError
+from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout, TopologyError
 from synccl.synth._bounds import bandwidth_bound
 from synccl.synth._flow_lowering import (
     BYTES_PER_US_PER_GBPS,
@@ -191,17 +195,12 @@ class FlowSchedule:
         return schedule_steps(self.chunk_routes, self.nranks, self.chunks)
 
     def to_algorithm(self) -> Algorithm:
-        """The chunk-level all_to_all Algorithm (uniform traffic only; raises ProgramError otherwise)."""
-        if not self.uniform:
-            raise ProgramError(
-                f"flow_all_to_all on {self.topology.name!r}: the traffic is skewed, but an all_to_all Program moves equal blocks; "
-                "use routes, chunk_routes and steps() as an alltoallv schedule"
-            )
+        """The chunk-level all_to_all Algorithm (for skewed traffic, an alltoallv's: see the module docstring)."""
         spec = CollectiveSpec("all_to_all", self.nranks, chunk_factor=self.chunks)
         return Algorithm(f"flow_all_to_all_{self.method}", spec, self.steps(), topology=self.topology.name)
 
     def to_program(self) -> Program:
-        """Lower to a verified all_to_all Program (uniform traffic only; raises ProgramError otherwise).
+        """Lower to a verified all_to_all Program; for skewed traffic, run it with ``comm.alltoallv(..., program=)``.
 
         The Program runs :meth:`steps` with one channel per connection end (see
         :func:`~synccl.synth._flow_lowering.build_program`), so relays forward as chunks
@@ -214,7 +213,11 @@ class FlowSchedule:
         3
         """
         algorithm = self.to_algorithm()
-        return build_program(algorithm.name, self.chunk_routes, algorithm.steps, self.nranks, self.chunks)
+        program = build_program(algorithm.name, self.chunk_routes, algorithm.steps, self.nranks, self.chunks)
+        if self.uniform:
+            return program
+        planned_for = json.dumps([[float(v) for v in row] for row in self.traffic])
+        return replace(program, name=program.name.replace("all_to_all", "all_to_allv"), metadata=(*program.metadata, ("traffic", planned_for)))
 
 
 def flow_all_to_all(
@@ -234,8 +237,8 @@ def flow_all_to_all(
     traffic : array_like, optional
         ``nranks x nranks`` non-negative relative bytes ``src -> dst`` (the diagonal is
         ignored); default uniform (every off-diagonal entry 1: all_to_all). Skewed matrices
-        (e.g. MoE expert loads) give routes, chunk routes, steps and times but no Program:
-        an all_to_all Program moves equal blocks.
+        (e.g. MoE expert loads) give an alltoallv schedule: its Program runs with the call's
+        counts (``comm.alltoallv(..., program=)``).
     chunks : int, optional
         Chunks per pair block. Default: the smallest of 1, 2, 3, 4, 6, 8, 12, 16 whose
         rounding stays within 1% of the fractional routes' time, with at most 16384 chunks

@@ -1,8 +1,8 @@
 """``synccl synth --method trees|flow``: the polynomial synthesizers, with progress, certificate and simulation.
 
 ``flow`` is the all-to-all LP; ``--traffic FILE`` (``.npy`` or text) gives it an alltoallv
-traffic matrix, whose schedule is printed and written as JSON (an all_to_all Program has equal
-blocks, so skewed traffic gets no Program).
+traffic matrix: the schedule is planned for it, and its Program (written as XML or JSON, or
+installed) runs with each call's counts through ``comm.alltoallv(..., program=)``.
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
                 max_chunks=MAX_CHUNKS if args.max_chunks is None else args.max_chunks,
             )
     record = _flow_record(result) if isinstance(result, FlowSchedule) else _tree_record(result)
-    runnable = not isinstance(result, FlowSchedule) or result.uniform
-    wanted = runnable and (bool(args.output or args.install) or topo.nranks <= SIM_RANKS)
+    wanted = bool(args.output or args.install) or topo.nranks <= SIM_RANKS
     program = result.to_program() if wanted else None
-    if program is not None and topo.nranks <= SIM_RANKS:
+    timed = not isinstance(result, FlowSchedule) or result.uniform  # the simulator times equal blocks only
+    if program is not None and timed and topo.nranks <= SIM_RANKS:
         for size in SIM_SIZES:
             record[f"busbw_gbps_{format_size(size)}"] = round(simulate(program, topo, size).busbw_gbps, 3)
     exported = None  # (Program, MSCCL XML), exported once for -o x.xml and --install
@@ -115,7 +115,7 @@ def run_polynomial(args: argparse.Namespace, method: str, collective: Collective
     if sims:
         note = "; busbw simulated (GB/s)"
     else:
-        note = f"; not simulated ({topo.nranks} ranks > {SIM_RANKS})" if runnable else ""
+        note = f"; not simulated ({topo.nranks} ranks > {SIM_RANKS})" if timed else ""
     print(f"{collective.value} on {topo.name}: {record['summary']}{note}")
     return 0
 
@@ -150,7 +150,7 @@ def _flow_record(schedule: FlowSchedule) -> dict[str, Any]:
         "bound_kind": schedule.bound_kind,
         "gap": max(schedule.gap, 0.0),
         "summary": f"algbw {achieved:.6g} GB/s of the {kind} bound {bound:.6g} GB/s (gap {100 * max(schedule.gap, 0.0):.4f}%)"
-        + ("" if schedule.uniform else "; skewed traffic: schedule only, no Program"),
+        + ("" if schedule.uniform else "; skewed traffic: run its Program with comm.alltoallv(..., program=)"),
     }
 
 
@@ -191,8 +191,6 @@ def _exportable(result: TreePacking | FlowSchedule, program: Program, *, quiet: 
 def _save(result: TreePacking | FlowSchedule, exported: tuple[Program, str] | None, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".xml":
-        if exported is None:
-            raise CollectiveError("synth: skewed traffic has no all_to_all Program to write as XML; write .json")
         path.write_text(exported[1], encoding="utf-8")
         return
     if suffix != ".json":

@@ -10,8 +10,8 @@ the combined output is the top-k weighted sum ``sum_k w_tk * expert_k(x_t)`` (se
 Every exchange is one all-to-all-v on the runtime's verified pairwise Program with per-pair counts
 bound at call time (a row carries the token, its k expert ids and its k weights as bytes).
 Counts go first, in one small all-gather that also carries the hidden size, dtype and k: every
-rank learns the whole traffic matrix (so the all-to-all-v needs no extra agreement on its
-tiling), and ranks that disagree fail with one line on every rank instead of a hang.
+rank learns the whole traffic matrix (which the all-to-all-v then needs no exchange of its own
+for), and ranks that disagree fail with one line on every rank instead of a hang.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def _exchange(comm: Communicator, packed: np.ndarray, counts: np.ndarray, op: st
     rows = int(counts[:, comm.rank].sum())
     out = comm._workspace("moe-received", rows * width).reshape(rows, width)
     send, recv = (counts[comm.rank] * width).tolist(), (counts[:, comm.rank] * width).tolist()
-    comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, largest=int(counts.max(initial=0)) * width)
+    comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, traffic=counts * width)
     return out
 
 

@@ -74,9 +74,12 @@ def test_flow_uniform_and_skewed(capfd, tmp_path):
         "-o",
         tmp_path / "moe.json",
     )
-    assert code == 0 and "skewed traffic: schedule only" in out
+    assert code == 0 and "skewed traffic: run its Program with comm.alltoallv" in out
     written = json.loads((tmp_path / "moe.json").read_text())
     assert written["collective"] == "all_to_allv"
+    # ... and as a runnable, verified MSCCL XML file.
+    code, out, _ = run(capfd, "synth", "all_to_all", "--topology", "fully-connected:4", "--traffic", tmp_path / "moe.npy", "--quiet", "-o", tmp_path / "moe.xml")
+    assert code == 0 and verify(load_msccl_xml(tmp_path / "moe.xml")).collective == "all_to_all"
     assert {(r["src"], r["dst"]) for r in written["routes"]} == {(s, d) for s in range(4) for d in range(4) if s != d}
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synccl.collectives import save_msccl_xml, verify
-from synccl.exceptions import CollectiveError, Infeasible, ProgramError, SolverTimeout, TopologyError
+from synccl.exceptions import CollectiveError, Infeasible, SolverTimeout, TopologyError
 from synccl.sim import simulate
 from synccl.synth import bandwidth_bound
 from synccl.synth._flow import flow_all_to_all
@@ -164,8 +167,9 @@ def test_skewed_traffic_gets_a_valid_schedule_above_the_link_load_bound(name):
     assert plan.bound >= rank_cut_bound(topo, plan.traffic) * (1 - 1e-9)
     assert plan.achieved >= plan.bound * (1 - 1e-9)
     assert plan.gap < 0.05
-    with pytest.raises(ProgramError, match="skewed"):
-        plan.to_program()
+    program = plan.to_program()  # the alltoallv's Program: verified for any block sizes, run with the call's counts
+    verify(program)
+    assert program.name.startswith("flow_all_to_allv") and json.loads(dict(program.metadata)["traffic"]) == plan.traffic.tolist()
 
 
 def test_skewed_traffic_hierarchical():
@@ -278,7 +282,7 @@ def test_random_connected_topologies(topo, skewed):
     assert plan.bound >= cut * (1 - 1e-6)
     if not skewed:
         assert plan.bound >= bandwidth_bound(topo, "all_to_all", n) * (1 - 1e-6)
-        verify(plan.to_program())
+    verify(plan.to_program())
     assert plan.achieved >= plan.bound * (1 - 1e-6)
     check_schedule(plan)
 
@@ -297,3 +301,15 @@ def test_synthesized_all_to_all_runs_on_local_ranks(tmp_path):
         timeout=300,
     )
     assert ran.returncode == 0 and "PASS" in ran.stdout, (ran.stdout[-2000:], ran.stderr[-2000:])
+
+
+@pytest.mark.parametrize("name, chunks", [("ring:4", 2), ("line:3", 1), ("torus2d:2x3", 1)])
+def test_skewed_schedules_run_through_alltoallv_with_relays(name, chunks):
+    """The LP's Program for a skewed traffic matrix, relays included, runs with each call's counts."""
+    n = get_topology(name).nranks
+    worker = Path(__file__).with_name("_alltoallv_worker.py")
+    ran = subprocess.run([str(Path(sys.executable).with_name("mpiexec")), "-n", str(n), sys.executable, str(worker), name, str(chunks)], capture_output=True, text=True, check=False, timeout=300)
+    results = re.findall(r"RESULT (\d+) (\d+) (\d+) relays (\d+)", ran.stdout)
+    assert ran.returncode == 0 and "FAIL" not in ran.stdout, (ran.stdout[-2000:], ran.stderr[-2000:])
+    assert sorted(int(r[0]) for r in results) == list(range(n))
+    assert all(cases == "8" and failed == "0" and int(relays) > 0 for _, cases, failed, relays in results)
