@@ -10,5 +10,6 @@ from __future__ import annotations
 
 from synccl.moe._dispatch import DispatchHandle, combine, dispatch
 from synccl.moe._routing import Routing, capacity, plan_routing
+from synccl.moe._verify import check_dispatch
 
-__all__ = ["DispatchHandle", "Routing", "capacity", "combine", "dispatch", "plan_routing"]
+__all__ = ["DispatchHandle", "Routing", "capacity", "check_dispatch", "combine", "dispatch", "plan_routing"]
