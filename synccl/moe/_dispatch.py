@@ -28,23 +28,29 @@ from synccl.moe._routing import Routing, plan_routing
 from synccl.runtime import Communicator
 from synccl.runtime._buffers import DTYPES, as_array, dtype_code
 
-__all__ = ["DispatchHandle", "dispatch", "combine"]
+__all__ = ["DispatchHandle", "dispatch", "combine", "send_forward"]
 
 _HEADER = ("rows", "hidden size", "dtype", "k", "weights dtype")  # what _exchange_counts sends each rank
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchHandle:
-    """What :func:`combine` needs to bring rows back: the routing and the counts each way."""
+    """What :func:`combine` (and :func:`send_forward`) need: the routing, and every rank's rows to every rank."""
 
     routing: Routing
-    recv_counts: np.ndarray  # rows received from each rank
+    traffic: np.ndarray  # traffic[src, dst]: rows src dispatched to dst (the same on every rank)
+    rank: int
     num_tokens: int  # this rank's tokens (T)
 
     @property
     def send_counts(self) -> np.ndarray:
         """Rows sent to each rank."""
-        return self.routing.send_counts
+        return self.traffic[self.rank]
+
+    @property
+    def recv_counts(self) -> np.ndarray:
+        """Rows received from each rank."""
+        return self.traffic[:, self.rank]
 
 
 def dispatch(
@@ -111,7 +117,7 @@ def dispatch(
         received = _exchange(comm, _pack(comm, fields, columns, routing.send_counts), counts, op)
         recv_x, recv_idx, recv_w = _unpack(fields, received, counts[:, comm.rank])
         per_expert = np.bincount(recv_idx[recv_idx >= 0], minlength=routing.experts_per_rank)
-        handle = DispatchHandle(routing, counts[:, comm.rank].copy(), tokens)
+        handle = DispatchHandle(routing, counts, comm.rank, tokens)
         return kit.wrap(recv_x), kit.wrap(recv_idx), kit.wrap(recv_w), [int(c) for c in per_expert], handle
 
     return run_on(comm, group, op, run)
@@ -151,6 +157,37 @@ def combine(y: Any, handle: DispatchHandle, *, comm: Communicator | None = None,
         packed = _pack(comm, fields, ((_rows(kit, y, y_type, hidden), None),), handle.recv_counts)
         (back,) = _unpack(fields, _exchange(comm, packed, counts, op), routing.send_counts)  # a view of scratch: summed into a fresh array next
         return kit.sum_rows(handle.num_tokens, routing.send_token, kit.wrap(back), routing.send_counts)
+
+    return run_on(comm, group, op, run)
+
+
+def send_forward(rows: Any, handle: DispatchHandle, *, comm: Communicator | None = None, group: Any = None) -> Any:
+    """Token rows ``(T, H)`` to where :func:`dispatch` sent each token: ``(R, H)`` in the order it received them.
+
+    The adjoint of :func:`combine` (an MoE layer's backward sends the output gradient this way);
+    every rank of the dispatch calls it. Needs no counts exchange: the handle has them all.
+
+    Examples
+    --------
+    >>> import numpy as np, synccl
+    >>> from synccl.moe import dispatch, send_forward
+    >>> with synccl.init() as comm:
+    ...     *_, handle = dispatch(np.zeros((2, 1)), np.array([[1], [-1]]), np.ones((2, 1)), 2, comm=comm)
+    ...     send_forward(np.array([[10.0], [20.0]]), handle, comm=comm).ravel().tolist()  # token 1 chose no expert
+    [10.0]
+    """
+    op = "send_forward"
+
+    def run(comm: Communicator) -> Any:
+        if not isinstance(handle, DispatchHandle):
+            raise CommError(f"{op}: handle must be what dispatch returned, got {type(handle).__name__}", op=op)
+        kit = array_kit(op, rows, "rows")
+        _matrix(op, kit, rows, "rows", rows=handle.num_tokens)
+        row_type, hidden = kit.dtype(rows), kit.shape(rows)[1]
+        fields = ((row_type, hidden),)
+        packed = _pack(comm, fields, ((_rows(kit, rows, row_type, hidden), handle.routing.send_token),), handle.send_counts)
+        (received,) = _unpack(fields, _exchange(comm, packed, handle.traffic, op), handle.recv_counts)
+        return kit.wrap(received.copy())  # out of scratch
 
     return run_on(comm, group, op, run)
 
