@@ -7,8 +7,8 @@ slot's expert is elsewhere), their weights, and how many rows each local expert 
 in its original slot. With ``y_row = sum over the row's local slots s of w_s * expert_s(x_row)``
 the combined output is the top-k weighted sum ``sum_k w_tk * expert_k(x_t)`` (see :mod:`synccl.moe`).
 
-Every exchange is one all-to-all-v on the runtime's verified pairwise Program with per-pair counts
-bound at call time (a row carries the token, its k expert ids and its k weights as bytes).
+Every exchange is one all-to-all-v -- the verified pairwise Program on one node, the hierarchical
+2D one (Tutel's 2DH) across nodes -- with per-pair counts bound at call time (a row carries the token, its k expert ids and its k weights as bytes).
 Counts go first, in one small all-gather that also carries the hidden size, dtype and k: every
 rank learns the whole traffic matrix (which the all-to-all-v then needs no exchange of its own
 for), and ranks that disagree fail with one line on every rank instead of a hang.
@@ -16,6 +16,7 @@ for), and ranks that disagree fail with one line on every rank instead of a hang
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from synccl._arraykit import ArrayKit, array_kit
 from synccl._group import run_on
+from synccl.collectives import Program, library
 from synccl.exceptions import CommError
 from synccl.moe._routing import Routing, plan_routing
 from synccl.runtime import Communicator
@@ -217,8 +219,20 @@ def _exchange(comm: Communicator, packed: np.ndarray, counts: np.ndarray, op: st
     rows = int(counts[:, comm.rank].sum())
     out = comm._workspace("moe-received", rows * width).reshape(rows, width)
     send, recv = (counts[comm.rank] * width).tolist(), (counts[:, comm.rank] * width).tolist()
-    comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, traffic=counts * width)
+    comm.alltoallv(packed.reshape(-1), send, out.reshape(-1), recv, program=_schedule(comm.size, comm.local_size), traffic=counts * width)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(nranks: int, local_size: int) -> Program | None:
+    """The all-to-all-v for the job's shape: direct pairwise on one node; across nodes, Tutel's 2DH.
+
+    Hierarchical 2D gathers each node's traffic for another node at one rank per node, so few,
+    large messages cross the slow links (``None``: the runtime's pairwise default).
+    """
+    if local_size >= nranks or nranks % local_size:
+        return None
+    return library.build("hierarchical_2d", "all_to_all", nranks, local_size=local_size)
 
 
 def _rows(kit: ArrayKit, a: Any, dtype: np.dtype, width: int) -> np.ndarray:

@@ -17,9 +17,10 @@ WORKER = HERE / "_worker.py"
 FAILURES = HERE / "_failures.py"
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_dispatch_and_combine_match_the_reference(jobs, n, no_leftover_segments):
-    proc = jobs.mpiexec(n, WORKER, timeout=300)
+@pytest.mark.parametrize("n, local_size", [(2, None), (3, None), (4, 2)], ids=["2", "3", "2x2-nodes"])
+def test_dispatch_and_combine_match_the_reference(jobs, n, local_size, no_leftover_segments):
+    # 2x2-nodes: MPI between two declared nodes, and the hierarchical 2D all-to-all-v (relays through node leaders).
+    proc = jobs.mpiexec(n, WORKER, env={"SYNCCL_LOCAL_SIZE": str(local_size)} if local_size else None, timeout=300)
     results = re.findall(r"RESULT (\d+) (\d+) (\d+)", proc.stdout)
     failures = re.findall(r"FAIL [^\n]*", proc.stdout)
     assert proc.returncode == 0 and not failures, (failures[:5], proc.stderr[-2000:])
