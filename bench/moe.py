@@ -11,8 +11,9 @@ fresh result arrays; combine sums each token's rows), and the bare exchange of t
 pre-gathered rows into reused buffers by synccl's ``alltoall`` + ``alltoallv``, MPI's
 ``Alltoall`` + ``Alltoallv`` and torch's gloo ``all_to_all_single`` (counts, then rows).
 A sweep is ``--iters`` calls after a barrier, timed by the slowest rank; ``--repeat`` sweeps,
-interleaved across backends, give median and min-max. The simulator's prediction for DeepEP's
-intranode case on 8 GPUs is printed alongside.
+interleaved across backends, give median and min-max. Then ``synccl.moe.MoELayer``'s
+forward + backward at pipeline depths 1, 2, 4 and "auto", and the simulator's prediction for
+DeepEP's intranode case on 8 GPUs.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def backends(comm: synccl.Communicator, mpi: MPI.Comm, x: np.ndarray, idx: np.nd
     expert_out = np.ones((int(handle.recv_counts.sum()), hidden), np.float32)
 
     def synccl_exchange(send: np.ndarray, sc: np.ndarray, recv: np.ndarray) -> None:
-        rc = comm.alltoall(sc, np.empty_like(sc))
-        comm.alltoallv(send.reshape(-1), (sc * hidden).tolist(), recv.reshape(-1), (rc * hidden).tolist())
+        traffic = comm.allgather(sc, np.empty(p * p, dtype=sc.dtype)).reshape(p, p)  # the counts, as MPI's Alltoall
+        comm.alltoallv(send.reshape(-1), (sc * hidden).tolist(), recv.reshape(-1), (traffic[:, comm.rank] * hidden).tolist(), traffic=traffic * hidden)
 
     def mpi_exchange(send: np.ndarray, sc: np.ndarray, recv: np.ndarray) -> None:
         rc = np.empty_like(sc)
@@ -101,6 +102,32 @@ def backends(comm: synccl.Communicator, mpi: MPI.Comm, x: np.ndarray, idx: np.nd
     }
 
 
+def layer_steps(comm: synccl.Communicator, mpi: MPI.Comm, tokens: int, hidden: int, experts: int, k: int, repeat: int, iters: int) -> dict[str, dict[str, float]]:
+    """Forward + backward of an MoE layer (2-layer GELU experts, 4x wide) at pipeline depths 1, 2, 4 and 'auto'."""
+    import torch
+    from torch import nn
+
+    from synccl.moe import MoELayer
+
+    torch.manual_seed(0)
+    per_rank = experts // comm.size
+    gate = nn.Linear(hidden, experts)
+    local = [nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden)) for _ in range(per_rank)]
+    x = torch.randn(tokens, hidden, requires_grad=True)
+    times: dict[str, list[float]] = {}
+    layers = {str(d): MoELayer(gate, local, num_experts=experts, top_k=k, overlap_degree=d, group=comm) for d in (1, 2, 4, "auto")}
+
+    def step(layer: nn.Module) -> None:
+        layer(x).sum().backward()
+
+    for layer in layers.values():
+        step(layer)  # warm up
+    for _ in range(repeat):
+        for name, layer in layers.items():
+            times.setdefault(name, []).append(timed(mpi, lambda layer=layer: step(layer), iters))
+    return {name: {"median_us": s.median_us, "min_us": s.min_us, "max_us": s.max_us} for name, s in repeat_stats(times).items()}
+
+
 def simulated_deepep() -> dict[str, float]:
     """GB/s per rank the model predicts for DeepEP's intranode case (dispatch = combine in volume)."""
     shape = MoeShape(tokens=4096, hidden=7168, ffn_hidden=2048, top_k=8, num_experts=256, dtype="bf16")
@@ -117,6 +144,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--layer-tokens", type=int, default=2048, help="tokens per rank of the MoELayer step")
+    parser.add_argument("--layer-hidden", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print only JSON")
@@ -156,6 +185,7 @@ def main() -> None:
                     **{name: {"median_us": s.median_us, "min_us": s.min_us, "max_us": s.max_us, "gbps": sent_max / s.median_us / 1e3} for name, s in stats.items()},
                 }
             )
+    steps = layer_steps(comm, mpi, args.layer_tokens, args.layer_hidden, args.experts, args.top_k, args.repeat, max(1, args.iters // 5))
     if comm.rank == 0:
         meta = {
             "date": date.today().isoformat(),
@@ -165,7 +195,7 @@ def main() -> None:
         }
         model = simulated_deepep()
         if args.json:
-            print(json.dumps({"meta": meta, "records": records, "model_gbps": model, "deepep_h800_gbps": DEEPEP_H800}, indent=2))
+            print(json.dumps({"meta": meta, "records": records, "layer_step_us": steps, "model_gbps": model, "deepep_h800_gbps": DEEPEP_H800}, indent=2))
         else:
             print(f"# {meta}")
             names = ("synccl", "synccl-alltoallv", "mpi", "gloo")
@@ -174,6 +204,10 @@ def main() -> None:
             for r in records:
                 cells = [f"{r[n]['median_us']:.0f} ({r[n]['min_us']:.0f}-{r[n]['max_us']:.0f}) | {r[n]['gbps']:.2f}" for n in names]
                 print(f"| {r['routing']} | {r['way']} | {r['bytes_per_rank_max'] / 1e6:.1f} | " + " | ".join(cells) + " |")
+            print(
+                f"MoE layer forward+backward, {args.layer_tokens} tokens x {args.layer_hidden} per rank, µs median (min-max): "
+                + ", ".join(f"d={name} {v['median_us']:.0f} ({v['min_us']:.0f}-{v['max_us']:.0f})" for name, v in steps.items())
+            )
             print(f"model, DeepEP's intranode case (4096 tokens, 7168 bf16, top-8 of 256): {', '.join(f'{k} {v:.0f} GB/s' for k, v in model.items())}; DeepEP measured on H800: {DEEPEP_H800}")
     comm.close()
     dist.destroy_process_group()
