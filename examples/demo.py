@@ -3,7 +3,8 @@
 topology -> (DSL | library | tree-packing synthesis) -> Program -> verify -> MSCCL XML and back
 -> simulate against the lower bound -> run in the reference interpreter -> run on real local ranks
 -> benchmark against MPI and gloo -> tensor-parallel compute/communication overlap (a verified
-fused Program, its cost model, and a TP MLP trained on it under torchrun).
+fused Program, its cost model, and a TP MLP trained on it under torchrun) -> MoE expert
+parallelism (a skewed all-to-all-v schedule, and an MoE block trained under torchrun).
 
 Run with ``make demo`` (or ``python examples/demo.py``).
 """
@@ -32,7 +33,7 @@ from synccl.collectives import (
 )
 from synccl.runtime import run_reference
 from synccl.sim import estimate_overlap, simulate
-from synccl.synth import lower_bound, pack_trees
+from synccl.synth import flow_all_to_all, lower_bound, pack_trees
 from synccl.topologies import get_topology
 from synccl.units import format_size
 
@@ -123,6 +124,13 @@ def main() -> None:
     print("   Trained a TP MLP (ColumnParallelLinear -> GELU -> RowParallelLinear, overlapped) on 2 ranks under torchrun:")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun would set, without its banner
     subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(Path(__file__).with_name("tp_mlp.py")), "--steps", "10"], check=True, env=env)  # noqa: S603 - fixed argv
+
+    print("\n8. MoE expert parallelism: an LP schedule for skewed (zipf) all-to-all-v traffic on a 4-rank ring, with relays")
+    traffic = 1.0 / (1 + np.arange(4)) ** 1.2 * np.ones((4, 1)) * 100
+    alltoallv = flow_all_to_all(get_topology("ring:4"), traffic).to_program()
+    print(f"   {alltoallv.name!r}: verified ({verify(alltoallv).messages} messages); runs with each call's counts via comm.alltoallv(..., program=)")
+    print("   Trained a 4-expert top-2 MoE block (dispatch -> experts -> combine, pipelined) on 2 ranks under torchrun:")
+    subprocess.run([torchrun, "--standalone", "--nproc-per-node=2", str(Path(__file__).with_name("moe_block.py")), "--steps", "10"], check=True, env=env)  # noqa: S603 - fixed argv
 
 
 if __name__ == "__main__":
