@@ -227,57 +227,81 @@ def _check_progress(program: Program, sched: Schedule) -> list[Violation]:
 
 
 class _RaceDetector:
-    """Vector-clock happens-before over all channels of all ranks."""
+    """Happens-before between the accesses to each chunk location -- which all belong to one rank.
+
+    Each rank's channels keep vector clocks over that rank's channels only, advanced by channel
+    order and dependencies: rank-local happens-before, enough for the accesses a Program orders
+    through its own dependencies. A pair of accesses those clocks leave unordered is then decided
+    exactly, by a search of the execution graph (messages included) from the earlier event
+    towards the later one. The cost is O(events x channels of a rank) plus those searches, where
+    vector clocks over every channel of every rank cost O(events x all channels) in time and
+    O(all channels^2) in memory -- out of reach at a thousand ranks.
+    """
 
     def __init__(self, program: Program, sched: Schedule) -> None:
         self.program = program
         self.events = sched.events
-        self.ids = {(rp.rank, ch.id): k for rp in program.ranks for k, ch in enumerate(rp.channels, start=sum(len(r.channels) for r in program.ranks[: rp.rank]))}
-        width = len(self.ids)
-        self.clock = {k: np.zeros(width, dtype=np.int64) for k in self.ids.values()}
+        self.clock = {(rp.rank, ch.id): np.zeros(len(rp.channels), dtype=np.int64) for rp in program.ranks for ch in rp.channels}
         self.snapshots: dict[tuple[int, int, int], np.ndarray] = {}  # (rank, channel, index) of dep targets
-        self.sent_clock: dict[int, np.ndarray] = {}
         self.dep_targets = {(rank, d.channel, d.instruction) for rank, _, _, ins in program.instructions() for d in ins.deps}
-        self.last_write: dict[tuple[int, Buffer, int], tuple[int, int, int]] = {}  # -> (channel id, seq, event pos)
+        self.last_write: dict[tuple[int, Buffer, int], tuple[int, int, int]] = {}  # -> (channel, seq, event pos)
         self.reads: dict[tuple[int, Buffer, int], dict[int, tuple[int, int]]] = {}
+        self.successors: list[list[int]] | None = None  # the execution graph, built at the first search
         self.violations: list[Violation] = []
 
     def on_event(self, pos: int, ev: Event) -> None:
-        me = self.ids[ev.rank, ev.channel]
-        vc = self.clock[me]
+        me = ev.channel
+        vc = self.clock[ev.rank, me]
         for dep in ev.instruction.deps:
             np.maximum(vc, self.snapshots[ev.rank, dep.channel, dep.instruction], out=vc)
-        if ev.matched is not None:
-            np.maximum(vc, self.sent_clock.pop(ev.matched), out=vc)
         vc[me] = ev.index + 1
-        if ev.send_on is not None:
-            self.sent_clock[pos] = vc.copy()
         if (ev.rank, ev.channel, ev.index) in self.dep_targets:
             self.snapshots[ev.rank, ev.channel, ev.index] = vc.copy()
         ins = ev.instruction
         sem = OP_SEMANTICS[ins.op]
         if sem.reads_src:
-            self._access(pos, ev, me, vc, ins.src, write=False)
+            self._access(pos, ev, vc, ins.src, write=False)
         if sem.reads_dst:
-            self._access(pos, ev, me, vc, ins.dst, write=False)
+            self._access(pos, ev, vc, ins.dst, write=False)
         if sem.writes_dst:
-            self._access(pos, ev, me, vc, ins.dst, write=True)
+            self._access(pos, ev, vc, ins.dst, write=True)
 
-    def _access(self, pos: int, ev: Event, me: int, vc: np.ndarray, where: Slice, *, write: bool) -> None:
+    def _access(self, pos: int, ev: Event, vc: np.ndarray, where: Slice, *, write: bool) -> None:
         spec = self.program.spec
+        me = ev.channel
         for i in range(where.index, where.index + where.count):
             loc = (ev.rank, *spec.resolve(ev.rank, where.buffer, i))
             prior = self.last_write.get(loc)
-            if prior is not None and prior[0] != me and vc[prior[0]] < prior[1]:
+            if prior is not None and prior[0] != me and vc[prior[0]] < prior[1] and not self._reaches(prior[2], pos):
                 self._race(ev, loc, self.events[prior[2]], "writes", write)
             if write:
                 for other, (seq, opos) in self.reads.get(loc, {}).items():
-                    if other != me and vc[other] < seq:
+                    if other != me and vc[other] < seq and not self._reaches(opos, pos):
                         self._race(ev, loc, self.events[opos], "reads", write)
                 self.last_write[loc] = (me, ev.index + 1, pos)
                 self.reads.pop(loc, None)
             else:
                 self.reads.setdefault(loc, {})[me] = (ev.index + 1, pos)
+
+    def _reaches(self, source: int, target: int) -> bool:
+        """Whether the event at schedule position ``source`` happens before the one at ``target``.
+
+        The schedule is a topological order of the execution graph, so a path from ``source``
+        to ``target`` visits only positions between the two.
+        """
+        if self.successors is None:
+            self.successors = _execution_graph(self.events)
+        successors = self.successors
+        seen = {source}
+        stack = [source]
+        while stack:
+            for nxt in successors[stack.pop()]:
+                if nxt == target:
+                    return True
+                if nxt < target and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
 
     def _race(self, ev: Event, loc: tuple[int, Buffer, int], other: Event, other_does: str, write: bool) -> None:
         if len(self.violations) >= _MAX_VIOLATIONS:
@@ -294,6 +318,21 @@ class _RaceDetector:
                 chunk=idx,
             )
         )
+
+
+def _execution_graph(events: tuple[Event, ...]) -> list[list[int]]:
+    """Successors of each event (by schedule position): the next event of its channel, its dependents, its receiver."""
+    position = {(ev.rank, ev.channel, ev.index): pos for pos, ev in enumerate(events)}
+    successors: list[list[int]] = [[] for _ in events]
+    for pos, ev in enumerate(events):
+        after = position.get((ev.rank, ev.channel, ev.index + 1))
+        if after is not None:
+            successors[pos].append(after)
+        for dep in ev.instruction.deps:
+            successors[position[ev.rank, dep.channel, dep.instruction]].append(pos)
+        if ev.matched is not None:
+            successors[ev.matched].append(pos)
+    return successors
 
 
 class _NoValues:
