@@ -249,7 +249,7 @@ class RankProgram:
         return self.channels[channel_id]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly referenced: the verifier remembers what it proved
 class Program:
     """A collective algorithm for every rank.
 
