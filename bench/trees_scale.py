@@ -28,16 +28,17 @@ CASES = [
     ("mi250:2", "all_gather", "flat", True),
     ("dgx1", "all_reduce", "flat", True),
     ("dgx-a100:16", "all_gather", "hierarchical", True),
-    ("dgx-a100:16", "all_reduce", "hierarchical", False),
-    ("dgx-a100:128", "all_gather", "hierarchical", False),
-    ("dgx-a100:128", "all_reduce", "hierarchical", False),
+    ("dgx-a100:16", "all_reduce", "hierarchical", True),
+    ("dgx-a100:32", "all_reduce", "hierarchical", True),
+    ("dgx-a100:128", "all_gather", "hierarchical", True),
+    ("dgx-a100:128", "all_reduce", "hierarchical", False),  # issue 15: its postcondition sets are still too large
 ]
 QUICK = [CASES[0], CASES[1], CASES[3]]
 
 
 def run_case(topology: str, collective: str, method: str, lower: bool) -> dict[str, object]:
     """Synthesize one case in this process and describe it (times in seconds, memory in MiB)."""
-    from synccl.collectives import verify
+    from synccl.collectives import XmlError, to_msccl_xml, verify
     from synccl.synth import pack_trees
     from synccl.topologies import get_topology
 
@@ -64,6 +65,12 @@ def run_case(topology: str, collective: str, method: str, lower: bool) -> dict[s
         verify(program)
         record["verify_s"] = round(time.perf_counter() - started, 2)
         record["instructions"] = program.num_instructions()
+        started = time.perf_counter()
+        try:
+            record["xml_mb"] = round(len(to_msccl_xml(program)) / 1e6, 1)  # MSCCL's executor format, as synccl synth -o writes it
+            record["export_s"] = round(time.perf_counter() - started, 2)
+        except XmlError as err:  # a limit of MSCCL's executor the schedule exceeds, said in one line
+            record["xml_mb"], record["export_s"], record["export_refused"] = "-", "refused", str(err)
     record["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return record
 
@@ -74,11 +81,11 @@ def markdown(records: list[dict[str, object]]) -> str:
     lines = [
         head.strip(),
         "",
-        "| topology | ranks | collective | method | synth s | peak RSS MiB | algbw GB/s | bound GB/s | gap | lower + verify s (instructions) |",
+        "| topology | ranks | collective | method | synth s | peak RSS MiB | algbw GB/s | bound GB/s | gap | lower + verify + export s (instructions, XML MB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        lowered = f"{r['lower_s']} + {r['verify_s']} ({r['instructions']})" if "lower_s" in r else "-"
+        lowered = f"{r['lower_s']} + {r['verify_s']} + {r['export_s']} ({r['instructions']}, {r['xml_mb']})" if "lower_s" in r else "-"
         lines.append(
             f"| {r['topology']} | {r['ranks']} | {r['collective']} | {r['method']} | {r['synth_s']} | {r['peak_rss_mib']} | {r['algbw_gbps']} | {r['bound_gbps']} | {100 * float(r['gap']):.4f}% | {lowered} |"
         )
