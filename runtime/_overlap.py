@@ -56,7 +56,7 @@ def run_alongside(plan: native.NativePlan, world: World, signature: int, timeout
     mover = threading.Thread(target=transfers, name=f"synccl-{label}", daemon=True)
     mover.start()
     try:
-        _compute_steps(plan, compute, mover)
+        completed = _compute_steps(plan, compute, mover)
     except Exception as err:
         native.abort(plan)
         mover.join()
@@ -68,9 +68,11 @@ def run_alongside(plan: native.NativePlan, world: World, signature: int, timeout
     mover.join()
     if failure:
         raise failure[0]
+    if not completed:  # the kernel ended without error but short of a compute step's inputs: never silently
+        raise CommError(f"{label}: rank {world.rank}: the transfers ended before every compute step's inputs arrived", rank=world.rank, op=label)
 
 
-def _compute_steps(plan: native.NativePlan, compute: ComputeFn, mover: threading.Thread) -> None:
+def _compute_steps(plan: native.NativePlan, compute: ComputeFn, mover: threading.Thread) -> bool:
     """Run the compute stream in order; each step also takes the later tiles of its chunk that are already ready.
 
     The plan repeats the stream once per tile, and a chunk's tiles are adjacent rows
@@ -88,7 +90,7 @@ def _compute_steps(plan: native.NativePlan, compute: ComputeFn, mover: threading
         for i, step in enumerate(steps):
             if not computed[i]:
                 if not _wait_for(state, step.deps, mover):
-                    return  # the transfers stopped: their error is raised by the caller
+                    return False  # the transfers stopped short: the caller raises why
                 last = i
                 while last + per_tile < len(steps) and _ready(state, steps[last + per_tile].deps):
                     last += per_tile
@@ -100,6 +102,7 @@ def _compute_steps(plan: native.NativePlan, compute: ComputeFn, mover: threading
                 for j in range(i, last + 1, per_tile):
                     computed[j] = True
             state[channel, State.POSITION] = i + 1  # transfers that depend on this step may go
+    return True
 
 
 def _ready(state, deps: tuple[tuple[int, int], ...]) -> bool:
@@ -111,11 +114,18 @@ def _address(view) -> int:
 
 
 def _wait_for(state, deps: tuple[tuple[int, int], ...], mover: threading.Thread) -> bool:
-    """Wait until every ``(channel, steps)`` dependency has completed; ``False`` if the kernel stopped first."""
+    """Wait until every ``(channel, steps)`` dependency has completed; ``False`` if the kernel stopped short of it.
+
+    The kernel may finish between a look at its progress and the look at its thread: progress
+    is read again after the thread is seen gone, so a finished kernel is never taken for a
+    failed one.
+    """
     checks = 0
     for channel, needed in deps:
         while state[channel, State.POSITION] < needed:
             if not mover.is_alive():
+                if state[channel, State.POSITION] >= needed:
+                    break
                 return False
             checks += 1
             if checks > _SPIN_CHECKS:

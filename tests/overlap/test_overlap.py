@@ -131,3 +131,28 @@ def test_torch_bfloat16_tensors(comm):
     assert full.dtype == torch.bfloat16 and torch.equal(full, a)
     assert torch.equal(c, a @ b)  # integers below 256: exact in bfloat16
     assert torch.equal(matmul_reduce_scatter(a, b, 0, comm=comm), a @ b)
+
+
+class _ProgressSeenLate:
+    """A channel-state table whose first read of the position predates the kernel's last step (the window of the race)."""
+
+    def __init__(self, final: int) -> None:
+        self.final, self.reads = final, 0
+
+    def __getitem__(self, key: object) -> int:
+        self.reads += 1
+        return 0 if self.reads == 1 else self.final
+
+
+def test_a_kernel_that_finishes_between_two_looks_is_not_taken_for_a_failed_one():
+    import threading
+
+    from synccl.runtime._overlap import _wait_for
+
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    # Read 1: not there yet; then the thread is seen gone; read 2: the kernel had completed the step.
+    assert _wait_for(_ProgressSeenLate(final=3), ((0, 3),), finished) is True
+    # Gone short of the step: the caller raises (never computes on data that did not arrive).
+    assert _wait_for(_ProgressSeenLate(final=2), ((0, 3),), finished) is False
