@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from synccl._gcpause import gc_paused
 from synccl.collectives._dsl import ChunkRef, ProgramBuilder
 from synccl.collectives._program import Program
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec
@@ -109,6 +110,7 @@ def chunk_destinations(spec: CollectiveSpec) -> dict[int, list[tuple[int, int]]]
     return {g: [(root, g)] for g in range(c)}  # REDUCE
 
 
+@gc_paused()
 def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     spec = alg.spec
     builder = ProgramBuilder(alg.name, spec)

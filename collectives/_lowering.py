@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
+from synccl._gcpause import gc_paused
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, Protocol, RankProgram, Slice
 from synccl.collectives._spec import Buffer, CollectiveSpec
 from synccl.exceptions import ProgramError
@@ -77,6 +78,7 @@ class _Chan:
     id: int = -1
 
 
+@gc_paused()
 def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Protocol = "Simple") -> Program:
     """Lower recorded DSL operations to a Program (not yet verified)."""
     depth, hazards, raw_preds = _analyse(spec, ops)

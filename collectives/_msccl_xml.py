@@ -21,6 +21,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from synccl._files import read_limited
+from synccl._gcpause import gc_paused
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, RankProgram, Slice
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec, parse_collective
 from synccl.collectives._verifier import check, verify
@@ -78,6 +79,7 @@ MSCCL_LIMITS = ExecutorLimits()
 # -- export ----------------------------------------------------------------------------------------
 
 
+@gc_paused()
 def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> str:
     """MSCCL XML for a Program, which is verified first.
 
@@ -189,6 +191,7 @@ def load_msccl_xml(path: str | os.PathLike[str], **options: object) -> Program:
     return from_msccl_xml(data, source=os.path.basename(path), **options)
 
 
+@gc_paused()
 def from_msccl_xml(
     text: str | bytes,
     *,

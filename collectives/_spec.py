@@ -204,25 +204,39 @@ class CollectiveSpec:
         return {k: (rank, k) for k in range(self.input_chunks)}
 
     def postcondition(self, rank: int) -> dict[int, frozenset[Contribution]]:
-        """Output chunks constrained at the end: ``index -> contributions it must combine``."""
+        """Output chunks constrained at the end: ``index -> contributions it must combine``.
+
+        The sets :meth:`postcondition_ranges` describes, written out.
+        """
+        return {idx: frozenset((r, k) for r in ranks) for idx, (ranks, k) in self.postcondition_ranges(rank).items()}
+
+    def postcondition_ranges(self, rank: int) -> dict[int, tuple[range, int]]:
+        """The postcondition in compact form: ``index -> (ranks, k)``, the contributions ``(r, k)`` of ``r`` in ``ranks``.
+
+        Every collective's output chunk combines one input index of a run of ranks (all of
+        them for a reduction, one for a copy), so this form stays small at any scale: a
+        reduction over 1,024 ranks is one ``range``, where :meth:`postcondition` spells out
+        1,024 pairs. The verifier checks this form.
+
+        >>> CollectiveSpec(Collective.ALL_REDUCE, nranks=4).postcondition_ranges(0)
+        {0: (range(0, 4), 0)}
+        """
         self._check_rank(rank)
         n, c, coll = self.nranks, self.chunk_factor, self.collective
-        if coll is Collective.ALL_GATHER:
-            return {i * c + k: frozenset({(i, k)}) for i in range(n) for k in range(c)}
+        everyone = range(n)
+        if coll is Collective.ALL_GATHER or (coll is Collective.GATHER and rank == self.root):
+            return {i * c + k: (range(i, i + 1), k) for i in range(n) for k in range(c)}
         if coll is Collective.REDUCE_SCATTER:
-            return {k: frozenset((i, rank * c + k) for i in range(n)) for k in range(c)}
-        if coll is Collective.ALL_REDUCE:
-            return {k: frozenset((i, k) for i in range(n)) for k in range(c)}
+            return {k: (everyone, rank * c + k) for k in range(c)}
+        if coll is Collective.ALL_REDUCE or (coll is Collective.REDUCE and rank == self.root):
+            return {k: (everyone, k) for k in range(c)}
         if coll is Collective.ALL_TO_ALL:
-            return {i * c + k: frozenset({(i, rank * c + k)}) for i in range(n) for k in range(c)}
+            return {i * c + k: (range(i, i + 1), rank * c + k) for i in range(n) for k in range(c)}
         if coll is Collective.BROADCAST:
-            return {k: frozenset({(self.root, k)}) for k in range(c)}
-        if coll is Collective.REDUCE:
-            return {k: frozenset((i, k) for i in range(n)) for k in range(c)} if rank == self.root else {}
-        if coll is Collective.GATHER:
-            return {i * c + k: frozenset({(i, k)}) for i in range(n) for k in range(c)} if rank == self.root else {}
-        # SCATTER
-        return {k: frozenset({(self.root, rank * c + k)}) for k in range(c)}
+            return {k: (range(self.root, self.root + 1), k) for k in range(c)}
+        if coll is Collective.SCATTER:
+            return {k: (range(self.root, self.root + 1), rank * c + k) for k in range(c)}
+        return {}  # REDUCE and GATHER constrain only the root's output
 
     def describe(self) -> str:
         """A short human label, e.g. ``'all_gather n=8 c=1 out-of-place'``."""

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synccl._gcpause import gc_paused
+from synccl.collectives._contributions import Bits, common, members, of_ranks, single, union
 from synccl.collectives._execution import Event, Schedule, replay, schedule
 from synccl.collectives._program import OP_SEMANTICS, Instruction, Op, Program, Slice
-from synccl.collectives._spec import Buffer, Contribution
+from synccl.collectives._spec import Buffer
 from synccl.exceptions import VerificationError, Violation
 
 __all__ = ["verify", "check", "VerificationReport"]
 
-Value = frozenset[Contribution] | None
+Value = Bits | None
 _MAX_VIOLATIONS = 50
 #: Programs proven in this process, by id: (a weak reference to the Program, its report).
 _PROVEN: dict[int, tuple[weakref.ref, VerificationReport]] = {}
@@ -93,12 +95,13 @@ def check(program: Program) -> list[Violation]:
     return _run_checks(program)[0]
 
 
+@gc_paused()
 def _run_checks(program: Program) -> tuple[list[Violation], Schedule | None]:
     violations = _check_structure(program)
     if violations:
         return violations, None
     sched = schedule(program)
-    for stage in (_check_progress, _check_races, _check_postcondition):
+    for stage in (_check_progress, _check_races_then_postcondition):
         violations = stage(program, sched)
         if violations:
             return violations, sched
@@ -236,6 +239,39 @@ def _check_progress(program: Program, sched: Schedule) -> list[Violation]:
 # -- 3. races ----------------------------------------------------------------------------------
 
 
+class _Locations:
+    """An integer for every chunk location of every rank, in-place aliasing resolved.
+
+    ``base(rank, buffer) + index`` is the location of ``buffer[index]`` on ``rank``: in-place
+    aliasing shifts a buffer onto another by a fixed offset, so one addition per chunk does
+    what :meth:`~synccl.collectives.CollectiveSpec.resolve` does, and integers make cheaper
+    dictionary keys than tuples.
+    """
+
+    _CODES = {Buffer.INPUT: 0, Buffer.OUTPUT: 1, Buffer.SCRATCH: 2}
+    _BUFFERS = (Buffer.INPUT, Buffer.OUTPUT, Buffer.SCRATCH)
+
+    def __init__(self, program: Program) -> None:
+        spec = program.spec
+        self.stride = max(spec.input_chunks, spec.output_chunks, *(rp.scratch_chunks for rp in program.ranks))
+        self._base: list[dict[Buffer, int]] = []
+        for rank in range(spec.nranks):
+            bases = {}
+            for buffer in self._BUFFERS:
+                storage, offset = spec.resolve(rank, buffer, 0)
+                bases[buffer] = (rank * 3 + self._CODES[storage]) * self.stride + offset
+            self._base.append(bases)
+
+    def base(self, rank: int, buffer: Buffer) -> int:
+        """The location of ``rank``'s ``buffer[0]``."""
+        return self._base[rank][buffer]
+
+    def describe(self, location: int) -> tuple[Buffer, int]:
+        """The storage ``(buffer, index)`` a location names."""
+        rank_buffer, index = divmod(location, self.stride)
+        return self._BUFFERS[rank_buffer % 3], index
+
+
 class _RaceDetector:
     """Happens-before between the accesses to each chunk location -- which all belong to one rank.
 
@@ -248,26 +284,27 @@ class _RaceDetector:
     O(all channels^2) in memory -- out of reach at a thousand ranks.
     """
 
-    def __init__(self, program: Program, sched: Schedule) -> None:
-        self.program = program
+    def __init__(self, program: Program, sched: Schedule, locations: _Locations) -> None:
+        self.locations = locations
         self.events = sched.events
-        self.clock = {(rp.rank, ch.id): np.zeros(len(rp.channels), dtype=np.int64) for rp in program.ranks for ch in rp.channels}
+        self.clock = [[np.zeros(len(rp.channels), dtype=np.int64) for _ in rp.channels] for rp in program.ranks]
         self.snapshots: dict[tuple[int, int, int], np.ndarray] = {}  # (rank, channel, index) of dep targets
         self.dep_targets = {(rank, d.channel, d.instruction) for rank, _, _, ins in program.instructions() for d in ins.deps}
-        self.last_write: dict[tuple[int, Buffer, int], tuple[int, int, int]] = {}  # -> (channel, seq, event pos)
-        self.reads: dict[tuple[int, Buffer, int], dict[int, tuple[int, int]]] = {}
+        self.last_write: dict[int, tuple[int, int, int]] = {}  # location -> (channel, seq, event pos)
+        self.reads: dict[int, dict[int, tuple[int, int]]] = {}
         self.successors: list[list[int]] | None = None  # the execution graph, built at the first search
         self.violations: list[Violation] = []
 
     def on_event(self, pos: int, ev: Event) -> None:
-        me = ev.channel
-        vc = self.clock[ev.rank, me]
-        for dep in ev.instruction.deps:
-            np.maximum(vc, self.snapshots[ev.rank, dep.channel, dep.instruction], out=vc)
+        rank, me, ins = ev.rank, ev.channel, ev.instruction
+        vc = self.clock[rank][me]
+        for dep in ins.deps:
+            np.maximum(vc, self.snapshots[rank, dep.channel, dep.instruction], out=vc)
         vc[me] = ev.index + 1
-        if (ev.rank, ev.channel, ev.index) in self.dep_targets:
-            self.snapshots[ev.rank, ev.channel, ev.index] = vc.copy()
-        ins = ev.instruction
+        if ins.deps or (rank, me, ev.index) in self.dep_targets:
+            key = (rank, me, ev.index)
+            if key in self.dep_targets:
+                self.snapshots[key] = vc.copy()
         sem = OP_SEMANTICS[ins.op]
         if sem.reads_src:
             self._access(pos, ev, vc, ins.src, write=False)
@@ -277,21 +314,27 @@ class _RaceDetector:
             self._access(pos, ev, vc, ins.dst, write=True)
 
     def _access(self, pos: int, ev: Event, vc: np.ndarray, where: Slice, *, write: bool) -> None:
-        spec = self.program.spec
         me = ev.channel
-        for i in range(where.index, where.index + where.count):
-            loc = (ev.rank, *spec.resolve(ev.rank, where.buffer, i))
-            prior = self.last_write.get(loc)
+        seq = ev.index + 1
+        start = self.locations.base(ev.rank, where.buffer) + where.index
+        last_write, reads = self.last_write, self.reads
+        for loc in range(start, start + where.count):
+            prior = last_write.get(loc)
             if prior is not None and prior[0] != me and vc[prior[0]] < prior[1] and not self._reaches(prior[2], pos):
                 self._race(ev, loc, self.events[prior[2]], "writes", write)
             if write:
-                for other, (seq, opos) in self.reads.get(loc, {}).items():
-                    if other != me and vc[other] < seq and not self._reaches(opos, pos):
-                        self._race(ev, loc, self.events[opos], "reads", write)
-                self.last_write[loc] = (me, ev.index + 1, pos)
-                self.reads.pop(loc, None)
+                readers = reads.pop(loc, None)
+                if readers:
+                    for other, (other_seq, opos) in readers.items():
+                        if other != me and vc[other] < other_seq and not self._reaches(opos, pos):
+                            self._race(ev, loc, self.events[opos], "reads", write)
+                last_write[loc] = (me, seq, pos)
             else:
-                self.reads.setdefault(loc, {})[me] = (ev.index + 1, pos)
+                readers = reads.get(loc)
+                if readers is None:
+                    reads[loc] = {me: (seq, pos)}
+                else:
+                    readers[me] = (seq, pos)
 
     def _reaches(self, source: int, target: int) -> bool:
         """Whether the event at schedule position ``source`` happens before the one at ``target``.
@@ -313,10 +356,10 @@ class _RaceDetector:
                     stack.append(nxt)
         return False
 
-    def _race(self, ev: Event, loc: tuple[int, Buffer, int], other: Event, other_does: str, write: bool) -> None:
+    def _race(self, ev: Event, loc: int, other: Event, other_does: str, write: bool) -> None:
         if len(self.violations) >= _MAX_VIOLATIONS:
             return
-        _, buf, idx = loc
+        buf, idx = self.locations.describe(loc)
         self.violations.append(
             Violation(
                 "race",
@@ -365,42 +408,55 @@ class _NoValues:
 
 
 def _check_races(program: Program, sched: Schedule) -> list[Violation]:
-    detector = _RaceDetector(program, sched)
+    detector = _RaceDetector(program, sched, _Locations(program))
     replay(sched, _NoValues(), on_event=detector.on_event)
     return detector.violations
+
+
+def _check_races_then_postcondition(program: Program, sched: Schedule) -> list[Violation]:
+    """Checks 3 and 4 in one replay: races if any, else what the symbolic execution found."""
+    locations = _Locations(program)
+    detector = _RaceDetector(program, sched, locations)
+    machine = _SymbolicMachine(program, locations)
+    replay(sched, machine, on_event=detector.on_event)
+    return detector.violations or _postcondition_violations(program, machine)
 
 
 # -- 4. postcondition ------------------------------------------------------------------------
 
 
 class _SymbolicMachine:
-    """Chunk contents as sets of contributions; ``None`` is uninitialized memory."""
+    """Chunk contents as sets of contributions (bitmasks, see :mod:`~synccl.collectives._contributions`); ``None`` is uninitialized memory."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, locations: _Locations) -> None:
         self.program = program
+        self.locations = locations
         spec = program.spec
-        self.memory: dict[tuple[int, Buffer, int], Value] = {}
-        self.writer: dict[tuple[int, Buffer, int], Event] = {}
+        n = spec.nranks
+        self.memory: dict[int, Value] = {}
+        self.writer: dict[int, Event] = {}
         # A rank that computes its input (PRODUCE) starts with it uninitialized.
         producers = {rank for rank, _, _, ins in program.instructions() if ins.op is Op.PRODUCE}
-        for rank in range(spec.nranks):
+        for rank in range(n):
             if rank not in producers:
-                for k, contribution in spec.precondition(rank).items():
-                    self.memory[(rank, *spec.resolve(rank, Buffer.INPUT, k))] = frozenset({contribution})
+                base = locations.base(rank, Buffer.INPUT)
+                for k, (r, index) in spec.precondition(rank).items():
+                    self.memory[base + k] = single(r, index, n)
         self.produced: set[tuple[int, int]] = set()  # (rank, input chunk)
         self.consumed: dict[tuple[int, int], tuple[str, Value, Event]] = {}  # (rank, output chunk) -> (kernel, value, step)
         self.violations: list[Violation] = []
 
     def read(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
-        spec = self.program.spec
-        return tuple(self.memory.get((rank, *spec.resolve(rank, where.buffer, i))) for i in range(where.index, where.index + where.count))
+        start = self.locations.base(rank, where.buffer) + where.index
+        get = self.memory.get
+        return tuple(get(loc) for loc in range(start, start + where.count))
 
     def write(self, event: Event, rank: int, where: Slice, value: tuple[Value, ...]) -> None:
-        spec = self.program.spec
-        for offset, v in enumerate(value):
-            loc = (rank, *spec.resolve(rank, where.buffer, where.index + offset))
-            self.memory[loc] = v
-            self.writer[loc] = event
+        start = self.locations.base(rank, where.buffer) + where.index
+        memory, writer = self.memory, self.writer
+        for loc, v in enumerate(value, start):
+            memory[loc] = v
+            writer[loc] = event
 
     def combine(self, event: Event, local: tuple[Value, ...], received: tuple[Value, ...]) -> tuple[Value, ...]:
         out = []
@@ -412,20 +468,21 @@ class _SymbolicMachine:
                 self._flag(event, chunk, "reduces uninitialized data" + (" (local operand)" if a is None else " (received operand)"))
                 out.append(None)
                 continue
-            twice = a & b
-            if twice:
-                self._flag(event, chunk, f"counts contributions twice: {_format(twice)}")
-            out.append(a | b)
+            twice = common(a, b)
+            if twice is not None:
+                self._flag(event, chunk, f"counts contributions twice: {_format(twice, self.program.nranks)}")
+            out.append(union(a, b))
         return tuple(out)
 
     def produce(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
         precondition = self.program.spec.precondition(rank)
+        n = self.program.nranks
         out = []
         for k in range(where.index, where.index + where.count):
             if (rank, k) in self.produced:
                 self._flag(event, k, f"computes input[{k}] a second time", check="compute")
             self.produced.add((rank, k))
-            out.append(frozenset({precondition[k]}) if k in precondition else None)
+            out.append(single(*precondition[k], n) if k in precondition else None)
         return tuple(out)
 
     def consume(self, event: Event, rank: int, value: tuple[Value, ...]) -> None:
@@ -444,23 +501,30 @@ class _SymbolicMachine:
 
 
 def _check_postcondition(program: Program, sched: Schedule) -> list[Violation]:
-    machine = _SymbolicMachine(program)
+    machine = _SymbolicMachine(program, _Locations(program))
     replay(sched, machine)
+    return _postcondition_violations(program, machine)
+
+
+def _postcondition_violations(program: Program, machine: _SymbolicMachine) -> list[Violation]:
+    """What the replay flagged, the compute checks, then every output chunk that ends wrong."""
     out = list(machine.violations)
     out.extend(_check_results(program, machine))
     spec = program.spec
-    for rank in range(spec.nranks):
-        for idx, expected in spec.postcondition(rank).items():
-            loc = (rank, *spec.resolve(rank, Buffer.OUTPUT, idx))
-            found = machine.memory.get(loc)
+    n = spec.nranks
+    for rank in range(n):
+        base = machine.locations.base(rank, Buffer.OUTPUT)
+        for idx, (ranks, k) in spec.postcondition_ranges(rank).items():
+            found = machine.memory.get(base + idx)
+            expected = of_ranks(ranks, k, n)
             if found == expected:
                 continue
-            writer = machine.writer.get(loc)
+            writer = machine.writer.get(base + idx)
             where = f" (last written by channel {writer.channel} instruction {writer.index})" if writer else " (never written)"
             out.append(
                 Violation(
                     "postcondition",
-                    f"output[{idx}] expected {_format(expected)}, found {_format(found)}{where}",
+                    f"output[{idx}] expected {_format(expected, n)}, found {_format(found, n)}{where}",
                     rank=rank,
                     channel=writer.channel if writer else None,
                     instruction=writer.index if writer else None,
@@ -476,11 +540,13 @@ def _check_results(program: Program, machine: _SymbolicMachine) -> list[Violatio
     """A rank that consumes computes ``kernel(output)``: every constrained chunk, once, final, one kernel."""
     out: list[Violation] = []
     spec = program.spec
+    n = spec.nranks
     for rank in sorted({r for r, _ in machine.consumed}):
         kernels = sorted({kernel for (r, _), (kernel, _, _) in machine.consumed.items() if r == rank})
         if len(kernels) > 1:
             out.append(Violation("compute", f"computes its result with different kernels {kernels}; one kernel must compute every block", rank=rank))
-        for idx, expected in spec.postcondition(rank).items():
+        for idx, (ranks, k) in spec.postcondition_ranges(rank).items():
+            expected = of_ranks(ranks, k, n)
             entry = machine.consumed.get((rank, idx))
             if entry is None:
                 out.append(Violation("compute", f"never computes from output[{idx}]: its block of the result is missing", rank=rank, chunk=idx))
@@ -489,7 +555,7 @@ def _check_results(program: Program, machine: _SymbolicMachine) -> list[Violatio
                 out.append(
                     Violation(
                         "compute",
-                        f"computes from output[{idx}] holding {_format(entry[1])}, expected the final {_format(expected)}",
+                        f"computes from output[{idx}] holding {_format(entry[1], n)}, expected the final {_format(expected, n)}",
                         rank=rank,
                         channel=step.channel,
                         instruction=step.index,
@@ -499,11 +565,11 @@ def _check_results(program: Program, machine: _SymbolicMachine) -> list[Violatio
     return out[:_MAX_VIOLATIONS]
 
 
-def _format(value: Value) -> str:
+def _format(value: Value, nranks: int) -> str:
     """``{r0[1], r2[1]}`` style rendering, shortened when long."""
     if value is None:
         return "uninitialized data"
-    items = [f"r{r}[{k}]" for r, k in sorted(value)]
+    items = [f"r{r}[{k}]" for r, k in members(value, nranks)]
     if len(items) > 6:
         items = items[:3] + [f"... {len(items) - 5} more ..."] + items[-2:]
     return "{" + ", ".join(items) + "}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from synccl._gcpause import gc_paused
 from synccl.collectives import Algorithm, Collective, CollectiveSpec, Step, Transfer
 from synccl.exceptions import CollectiveError
 from synccl.synth._trees import Tree, TreePacking
@@ -24,6 +25,7 @@ __all__ = ["packing_algorithm", "DEFAULT_LANES"]
 DEFAULT_LANES = 7
 
 
+@gc_paused()
 def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: int = 1, lanes: int = DEFAULT_LANES) -> Algorithm:
     """The chunk schedule of ``packing`` (module docstring), every chunk cut into ``pipeline`` pieces.
 

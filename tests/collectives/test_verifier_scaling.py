@@ -1,8 +1,12 @@
-"""The scalable race pass agrees with the vector-clock reference: same races, same order, on every Program.
+"""The scalable verifier agrees with the one it replaced: same verdict, same violations, same order.
 
-Library algorithms, the MSCCL corpus, fused Programs, and random mutations of them (dependencies
-dropped or added, slices moved) -- so both verdicts are exercised, including pairs ordered only
-through other ranks, which the rank-local clocks leave to the exact search.
+Two passes changed for scale: races (rank-local clocks plus an exact search, where vector clocks
+over every channel used to be) and the postcondition (bitmask sets of contributions, where
+frozensets of pairs used to be; both replayed in one pass now). Each is checked against the old
+pass, kept in this folder, on library algorithms, the MSCCL corpus, fused Programs, and random
+mutations of them (dependencies dropped or added, slices moved) -- so both verdicts are
+exercised, including pairs ordered only through other ranks, which the rank-local clocks leave
+to the exact search, and reductions that count a contribution twice.
 """
 
 from __future__ import annotations
@@ -27,26 +31,41 @@ from synccl.collectives import (
     RankProgram,
     Slice,
     XmlError,
+    check,
     fused_ring,
     library,
     load_msccl_xml,
     schedule,
 )
-from synccl.collectives._verifier import _check_progress, _check_races, _check_structure
+from synccl.collectives._verifier import _check_postcondition, _check_progress, _check_races, _check_structure
 
-_spec = importlib.util.spec_from_file_location("_vector_clock_races", Path(__file__).with_name("_vector_clock_races.py"))
-_reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_reference)
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_reference = _load("_vector_clock_races")
+_old_postcondition = _load("_frozenset_postcondition")
 
 
 def _agree(program: Program) -> bool:
-    """Assert both passes find the same races (when the Program is well formed and runs); whether it ran."""
+    """Assert old and new passes agree (when the Program is well formed and runs); whether it ran.
+
+    Also the whole verdict: ``check`` must report what the old sequence of passes reported.
+    """
     if _check_structure(program):
         return False
     sched = schedule(program)
     if _check_progress(program, sched):
         return False
-    assert _check_races(program, sched) == _reference.reference_races(program, sched)
+    races = _check_races(program, sched)
+    assert races == _reference.reference_races(program, sched)
+    postcondition = _check_postcondition(program, sched)
+    assert postcondition == _old_postcondition.reference_postcondition(program, sched)
+    assert check(program) == (races or postcondition)
     return True
 
 
