@@ -51,6 +51,7 @@ class ProgramBuilder:
         self.instances = instances
         self.ops: list[OpRecord] = []
         self._program: Program | None = None
+        self._sizes: dict[Buffer, int | None] = {Buffer.INPUT: spec.input_chunks, Buffer.OUTPUT: spec.output_chunks, Buffer.SCRATCH: None}  # scratch grows on demand
 
     @property
     def program(self) -> Program:
@@ -70,24 +71,18 @@ class ProgramBuilder:
         return prog
 
     # -- used by ChunkRef ----------------------------------------------------------------
-    def _size(self, rank: int, buffer: Buffer) -> int | None:
-        if buffer is Buffer.INPUT:
-            return self.spec.input_chunks
-        if buffer is Buffer.OUTPUT:
-            return self.spec.output_chunks
-        return None  # scratch grows on demand
-
     def ref(self, rank: int, buffer: Buffer | str, index: int, size: int = 1) -> ChunkRef:
         """A checked reference to ``size`` chunks of ``rank``'s ``buffer`` at ``index`` (see :func:`chunk`)."""
-        try:
-            buffer = Buffer(buffer)
-        except ValueError:
-            raise ProgramError(f"chunk: buffer must be input, output or scratch, got {buffer!r}") from None
+        if type(buffer) is not Buffer:
+            try:
+                buffer = Buffer(buffer)
+            except ValueError:
+                raise ProgramError(f"chunk: buffer must be input, output or scratch, got {buffer!r}") from None
         if not isinstance(rank, int) or not 0 <= rank < self.spec.nranks:
             raise ProgramError(f"chunk: no rank {rank!r} in a {self.spec.nranks}-rank program {self.name!r}")
         if not isinstance(size, int) or size < 1:
             raise ProgramError(f"chunk: size must be an integer >= 1, got {size!r}")
-        limit = self._size(rank, buffer)
+        limit = self._sizes[buffer]
         if not isinstance(index, int) or index < 0 or (limit is not None and index + size > limit):
             raise ProgramError(self._out_of_bounds(rank, buffer, index, size, limit))
         return ChunkRef(rank, buffer, index, size, self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from synccl.collectives._program import OP_SEMANTICS, Instruction, Program, Slice
 
@@ -31,12 +31,12 @@ class Connection:
         return f"{self.src}->{self.dst} lane {self.lane}"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One executed instruction.
 
     ``send_on``/``recv_on`` name the connections it uses; ``matched`` is the position in the
     schedule of the send a receive consumed, and ``message`` its ordinal on the connection.
+    (A named tuple: a schedule has one per instruction, millions at a thousand ranks.)
     """
 
     rank: int
@@ -89,6 +89,9 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
     channels = [(rp.rank, ch) for rp in program.ranks for ch in rp.channels]
     position = [0] * len(channels)
     key_of = {(rank, ch.id): k for k, (rank, ch) in enumerate(channels)}
+    # Each channel's connections, made once (an instruction uses its channel's).
+    recv_conns = [Connection(ch.recv_peer, rank, ch.lane) if ch.recv_peer is not None else None for rank, ch in channels]
+    send_conns = [Connection(rank, ch.send_peer, ch.lane) if ch.send_peer is not None else None for rank, ch in channels]
     done_upto: dict[tuple[int, int], int] = defaultdict(int)  # (rank, channel) -> instructions finished
     queues: dict[Connection, deque[tuple[int, int]]] = defaultdict(deque)  # pending (event position, ordinal)
     sent: dict[Connection, int] = defaultdict(int)
@@ -97,6 +100,7 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
     waiting_room: dict[Connection, list[int]] = defaultdict(list)
     events: list[Event] = []
     ready = deque(range(len(channels)))
+    semantics = OP_SEMANTICS
 
     def blocker(k: int) -> tuple[str, object] | None:
         rank, ch = channels[k]
@@ -104,40 +108,47 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
         for dep in ins.deps:
             if done_upto[rank, dep.channel] <= dep.instruction:
                 return "dep", (rank, dep.channel, dep.instruction)
-        if ins.op.receives:
-            conn = Connection(ch.recv_peer, rank, ch.lane)
-            if not queues[conn]:
-                return "msg", conn
-        if capacity is not None and ins.op.sends:
-            conn = Connection(rank, ch.send_peer, ch.lane)
-            if len(queues[conn]) >= capacity:
-                return "room", conn
+        sem = semantics[ins.op]
+        if sem.receives and not queues[recv_conns[k]]:
+            return "msg", recv_conns[k]
+        if capacity is not None and sem.sends and len(queues[send_conns[k]]) >= capacity:
+            return "room", send_conns[k]
         return None
 
     while ready:
         k = ready.popleft()
         rank, ch = channels[k]
-        while position[k] < len(ch.instructions):
-            why = blocker(k)
-            if why is not None:
-                kind, what = why
-                {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
-                break
-            ins = ch.instructions[position[k]]
-            recv_on = Connection(ch.recv_peer, rank, ch.lane) if ins.op.receives else None
-            send_on = Connection(rank, ch.send_peer, ch.lane) if ins.op.sends else None
+        instructions, recv_on_channel, send_on_channel = ch.instructions, recv_conns[k], send_conns[k]
+        at = position[k]
+        while at < len(instructions):
+            ins = instructions[at]
+            sem = semantics[ins.op]
+            # The common case -- no dependencies, a message waiting, no bound on messages -- needs no blocker().
+            if ins.deps or capacity is not None or (sem.receives and not queues[recv_on_channel]):
+                position[k] = at
+                why = blocker(k)
+                if why is not None:
+                    kind, what = why
+                    {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
+                    break
+            recv_on = recv_on_channel if sem.receives else None
+            send_on = send_on_channel if sem.sends else None
             matched = message = None
             if recv_on is not None:
                 matched, message = queues[recv_on].popleft()
-                ready.extend(waiting_room.pop(recv_on, ()))
-            events.append(Event(rank, ch.id, position[k], ins, send_on, recv_on, matched, message))
+                if waiting_room:
+                    ready.extend(waiting_room.pop(recv_on, ()))
+            events.append(Event(rank, ch.id, at, ins, send_on, recv_on, matched, message))
             if send_on is not None:
                 queues[send_on].append((len(events) - 1, sent[send_on]))
                 sent[send_on] += 1
-                ready.extend(waiting_msg.pop(send_on, ()))
-            position[k] += 1
-            done_upto[rank, ch.id] = position[k]
-            ready.extend(waiting_dep.pop((rank, ch.id, position[k] - 1), ()))
+                if waiting_msg:
+                    ready.extend(waiting_msg.pop(send_on, ()))
+            at += 1
+            done_upto[rank, ch.id] = at
+            if waiting_dep:
+                ready.extend(waiting_dep.pop((rank, ch.id, at - 1), ()))
+        position[k] = at
 
     stalls = []
     for k, (rank, ch) in enumerate(channels):

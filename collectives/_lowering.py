@@ -82,10 +82,15 @@ class _Chan:
 def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Protocol = "Simple") -> Program:
     """Lower recorded DSL operations to a Program (not yet verified)."""
     depth, hazards, raw_preds = _analyse(spec, ops)
+    # Equal slices and equal dependency-free instructions are made once and shared (they are
+    # immutable): at a thousand ranks most are repeated on many ranks, and sharing saves both
+    # the time to build them and gigabytes.
+    slices: dict[tuple[Buffer, int, int], Slice] = {}
+    made: dict[tuple[Op, int, int], Instruction] = {}
     placed: dict[tuple[int, int], _Ins] = {}  # (op seq, rank) -> instruction
     per_rank: dict[int, list[_Ins]] = defaultdict(list)
     for op in ops:
-        for ins in _instructions(op, depth[op.seq]):
+        for ins in _instructions(op, depth[op.seq], slices):
             placed[op.seq, ins.rank] = ins
             per_rank[ins.rank].append(ins)
     pairs = _forwarding_pairs(ops, raw_preds)
@@ -102,7 +107,7 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     return Program(
         name=name,
         spec=spec,
-        ranks=tuple(RankProgram(rank, tuple(_freeze(c) for c in chans), scratch[rank]) for rank, chans in enumerate(ranks)),
+        ranks=tuple(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]) for rank, chans in enumerate(ranks)),
         protocol=protocol,
     )
 
@@ -110,57 +115,74 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
 def _analyse(spec: CollectiveSpec, ops: list[OpRecord]) -> tuple[dict[int, int], list[tuple[int, int, int]], dict[int, set[int]]]:
     """Depth of every op, the conflicts ``(earlier op, later op, rank)``, and each op's RAW sources."""
     last_writer: dict[_Loc, int] = {}
-    readers: dict[_Loc, set[int]] = defaultdict(set)
+    readers: dict[_Loc, set[int]] = {}  # readers since the last write
     depth: dict[int, int] = {}
     hazards: list[tuple[int, int, int]] = []
     raw_preds: dict[int, set[int]] = {}
     for op in ops:
+        seq = op.seq
         src_locs = _locs(spec, op.src)
-        reads = src_locs + (_locs(spec, op.local) if op.local is not None else [])
+        local_locs = _locs(spec, op.local) if op.local is not None else []
         writes = _locs(spec, op.dst)
-        preds: set[tuple[int, int]] = set()
-        raw_preds[op.seq] = {last_writer[loc] for loc in src_locs if loc in last_writer}
-        for loc in reads:
-            if loc in last_writer:
-                preds.add((last_writer[loc], loc[0]))
+        preds: set[tuple[int, int]] = set()  # (earlier op, rank of the conflict)
+        raw: set[int] = set()
+        for loc in src_locs:
+            writer = last_writer.get(loc)
+            if writer is not None:
+                raw.add(writer)
+                preds.add((writer, loc[0]))
+        for loc in local_locs:
+            writer = last_writer.get(loc)
+            if writer is not None:
+                preds.add((writer, loc[0]))
         for loc in writes:
-            if loc in last_writer:
-                preds.add((last_writer[loc], loc[0]))
-            preds.update((r, loc[0]) for r in readers[loc])
-        for loc in reads:
-            readers[loc].add(op.seq)
+            writer = last_writer.get(loc)
+            if writer is not None:
+                preds.add((writer, loc[0]))
+            earlier_readers = readers.get(loc)
+            if earlier_readers:
+                preds.update([(r, loc[0]) for r in earlier_readers])
+        for loc in src_locs + local_locs:
+            readers.setdefault(loc, set()).add(seq)
         for loc in writes:
-            last_writer[loc] = op.seq
-            readers[loc] = set()
-        depth[op.seq] = max(op.step, 1 + max((depth[p] for p, _ in preds), default=-1))
-        hazards.extend((p, op.seq, rank) for p, rank in preds)
+            last_writer[loc] = seq
+            readers.pop(loc, None)
+        raw_preds[seq] = raw
+        depth[seq] = max(op.step, 1 + max([depth[p] for p, _ in preds], default=-1))
+        hazards.extend([(p, seq, rank) for p, rank in preds])
     return depth, hazards, raw_preds
 
 
 def _locs(spec: CollectiveSpec, ref: RefKey) -> list[_Loc]:
     rank, buffer, index, size = ref
-    return [(rank, *spec.resolve(rank, buffer, i)) for i in range(index, index + size)]
+    storage, start = spec.resolve(rank, buffer, index)  # aliasing shifts a whole buffer by one offset
+    return [(rank, storage, i) for i in range(start, start + size)]
 
 
-def _slice(ref: RefKey) -> Slice:
-    return Slice(ref[1], ref[2], ref[3])
+def _slice(ref: RefKey, slices: dict[tuple[Buffer, int, int], Slice]) -> Slice:
+    key = ref[1:]
+    found = slices.get(key)
+    if found is None:
+        found = slices[key] = Slice(*key)
+    return found
 
 
-def _instructions(op: OpRecord, depth: int) -> list[_Ins]:
+def _instructions(op: OpRecord, depth: int, slices: dict[tuple[Buffer, int, int], Slice]) -> list[_Ins]:
     src_rank, dst_rank = op.src[0], op.dst[0]
+
     if src_rank == dst_rank:
         if op.kind == "copy":
-            return [_Ins(Op.COPY, src_rank, _slice(op.src), _slice(op.dst), (depth, 1, op.seq), op, pinned=op.send_channel)]
-        return [_Ins(Op.REDUCE, src_rank, _slice(op.src), _slice(op.dst), (depth, 1, op.seq), op, pinned=op.send_channel)]
-    send = _Ins(Op.SEND, src_rank, _slice(op.src), None, (depth, 0, op.seq), op, send_conn=(dst_rank, op.lane), pinned=op.send_channel)
+            return [_Ins(Op.COPY, src_rank, _slice(op.src, slices), _slice(op.dst, slices), (depth, 1, op.seq), op, pinned=op.send_channel)]
+        return [_Ins(Op.REDUCE, src_rank, _slice(op.src, slices), _slice(op.dst, slices), (depth, 1, op.seq), op, pinned=op.send_channel)]
+    send = _Ins(Op.SEND, src_rank, _slice(op.src, slices), None, (depth, 0, op.seq), op, send_conn=(dst_rank, op.lane), pinned=op.send_channel)
     if op.kind == "copy":
-        recv = _Ins(Op.RECV, dst_rank, None, _slice(op.dst), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
+        recv = _Ins(Op.RECV, dst_rank, None, _slice(op.dst, slices), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
     else:
         recv = _Ins(
             Op.RECV_REDUCE_COPY,
             dst_rank,
-            _slice(op.local),
-            _slice(op.dst),
+            _slice(op.local, slices),
+            _slice(op.dst, slices),
             (depth, 1, op.seq),
             op,
             recv_conn=(src_rank, op.lane),
@@ -298,11 +320,22 @@ def _scratch_sizes(spec: CollectiveSpec, ops: list[OpRecord]) -> list[int]:
     return size
 
 
-def _freeze(ch: _Chan) -> Channel:
+def _freeze(ch: _Chan, made: dict[tuple[Op, int, int], Instruction]) -> Channel:
     send = ch.send_conn[0] if ch.send_conn else None
     recv = ch.recv_conn[0] if ch.recv_conn else None
     lanes = {c[1] for c in (ch.send_conn, ch.recv_conn) if c is not None}
     if len(lanes) > 1:
         raise ProgramError(f"channel {ch.id}: send and receive connections use different lanes {sorted(lanes)}")
-    instructions = tuple(Instruction(i.op, i.src, i.dst, tuple(Dependency(c, k) for c, k in sorted(i.deps.items()))) for i in ch.items)
+    instructions = tuple(_frozen(i, made) for i in ch.items)
     return Channel(ch.id, send, recv, instructions, lanes.pop() if lanes else 0)
+
+
+def _frozen(ins: _Ins, made: dict[tuple[Op, int, int], Instruction]) -> Instruction:
+    """The immutable instruction; dependency-free ones shared through ``made`` (their slices are shared already)."""
+    if ins.deps:
+        return Instruction(ins.op, ins.src, ins.dst, tuple(Dependency(c, k) for c, k in sorted(ins.deps.items())))
+    key = (ins.op, id(ins.src), id(ins.dst))
+    found = made.get(key)
+    if found is None:
+        found = made[key] = Instruction(ins.op, ins.src, ins.dst)
+    return found

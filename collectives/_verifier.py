@@ -29,7 +29,7 @@ import numpy as np
 from synccl._gcpause import gc_paused
 from synccl.collectives._contributions import Bits, common, members, of_ranks, single, union
 from synccl.collectives._execution import Event, Schedule, replay, schedule
-from synccl.collectives._program import OP_SEMANTICS, Instruction, Op, Program, Slice
+from synccl.collectives._program import OP_SEMANTICS, Instruction, Op, OpSemantics, Program, Slice
 from synccl.collectives._spec import Buffer
 from synccl.exceptions import VerificationError, Violation
 
@@ -134,6 +134,9 @@ def _check_rank_channels(program: Program, rank: int) -> Iterable[Violation]:
     n = program.nranks
     senders: dict[tuple[int, int], int] = {}
     receivers: dict[tuple[int, int], int] = {}
+    sizes = {buffer: program.buffer_chunks(rank, buffer) for buffer in Buffer}
+    inplace = program.spec.inplace
+    lengths = [len(c.instructions) for c in rp.channels]
     for pos, ch in enumerate(rp.channels):
         if (ch.send_peer is not None or ch.recv_peer is not None) and any(ins.op.semantics.computes for ins in ch.instructions):
             yield Violation("structure", "compute steps (produce, consume) run on a channel with no peers (the rank's compute stream)", rank=rank, channel=ch.id)
@@ -158,9 +161,33 @@ def _check_rank_channels(program: Program, rank: int) -> Iterable[Violation]:
                 )
             else:
                 seen[peer, ch.lane] = ch.id
+        # Ops this channel can run with no questions asked (peers present, no compute step).
+        plain = {op for op, sem in OP_SEMANTICS.items() if not sem.computes and (ch.send_peer is not None or not sem.sends) and (ch.recv_peer is not None or not sem.receives)}
         for index, ins in enumerate(ch.instructions):
+            if ins.op in plain and _plainly_valid(ins, OP_SEMANTICS[ins.op], sizes, inplace, lengths, ch.id, index):
+                continue
             for message in _instruction_problems(program, rank, ch.id, index, ins, ch.send_peer, ch.recv_peer):
                 yield Violation("structure", message, rank=rank, channel=ch.id, instruction=index)
+
+
+def _plainly_valid(ins: Instruction, sem: OpSemantics, sizes: dict[Buffer, int], inplace: bool, lengths: list[int], channel: int, index: int) -> bool:
+    """A quick sufficient test that :func:`_instruction_problems` has nothing to say (it is the exact one).
+
+    True for the usual instruction: exactly the slices its op needs, in bounds, of equal size,
+    not writing an out-of-place input, depending on earlier instructions that exist.
+    """
+    src, dst = ins.src, ins.dst
+    if (src is not None) is not sem.reads_src or (dst is not None) is not sem.writes_dst or ins.kernel is not None:
+        return False
+    for sl in (src, dst):
+        if sl is not None and not (type(sl.buffer) is Buffer and sl.count >= 1 and sl.index >= 0 and sl.index + sl.count <= sizes[sl.buffer]):
+            return False
+    if dst is not None and (dst.buffer is Buffer.INPUT and not inplace or (src is not None and src.count != dst.count)):
+        return False
+    for dep in ins.deps:
+        if not (0 <= dep.channel < len(lengths) and 0 <= dep.instruction < lengths[dep.channel] and (dep.channel != channel or dep.instruction < index)):
+            return False
+    return True
 
 
 def _instruction_problems(program: Program, rank: int, channel: int, index: int, ins: Instruction, send_peer: int | None, recv_peer: int | None) -> Iterable[str]:
