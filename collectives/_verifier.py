@@ -24,8 +24,6 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from synccl._gcpause import gc_paused
 from synccl.collectives._contributions import Bits, common, members, of_ranks, single, union
 from synccl.collectives._execution import Event, Schedule, replay, schedule
@@ -304,7 +302,9 @@ class _RaceDetector:
 
     Each rank's channels keep vector clocks over that rank's channels only, advanced by channel
     order and dependencies: rank-local happens-before, enough for the accesses a Program orders
-    through its own dependencies. A pair of accesses those clocks leave unordered is then decided
+    through its own dependencies. The clocks are sparse (a channel's holds only the channels it
+    has heard of through dependencies): a rank of a 1,024-rank tree schedule has hundreds of
+    channels, and dense clocks copied at every dependency target took gigabytes. A pair of accesses those clocks leave unordered is then decided
     exactly, by a search of the execution graph (messages included) from the earlier event
     towards the later one. The cost is O(events x channels of a rank) plus those searches, where
     vector clocks over every channel of every rank cost O(events x all channels) in time and
@@ -314,8 +314,8 @@ class _RaceDetector:
     def __init__(self, program: Program, sched: Schedule, locations: _Locations) -> None:
         self.locations = locations
         self.events = sched.events
-        self.clock = [[np.zeros(len(rp.channels), dtype=np.int64) for _ in rp.channels] for rp in program.ranks]
-        self.snapshots: dict[tuple[int, int, int], np.ndarray] = {}  # (rank, channel, index) of dep targets
+        self.clock: list[list[dict[int, int]]] = [[{} for _ in rp.channels] for rp in program.ranks]  # channel -> instructions done
+        self.snapshots: dict[tuple[int, int, int], dict[int, int]] = {}  # (rank, channel, index) of dep targets
         self.dep_targets = {(rank, d.channel, d.instruction) for rank, _, _, ins in program.instructions() for d in ins.deps}
         self.last_write: dict[int, tuple[int, int, int]] = {}  # location -> (channel, seq, event pos)
         self.reads: dict[int, dict[int, tuple[int, int]]] = {}
@@ -326,12 +326,13 @@ class _RaceDetector:
         rank, me, ins = ev.rank, ev.channel, ev.instruction
         vc = self.clock[rank][me]
         for dep in ins.deps:
-            np.maximum(vc, self.snapshots[rank, dep.channel, dep.instruction], out=vc)
+            for channel, done in self.snapshots[rank, dep.channel, dep.instruction].items():
+                if vc.get(channel, 0) < done:
+                    vc[channel] = done
         vc[me] = ev.index + 1
-        if ins.deps or (rank, me, ev.index) in self.dep_targets:
-            key = (rank, me, ev.index)
-            if key in self.dep_targets:
-                self.snapshots[key] = vc.copy()
+        key = (rank, me, ev.index)
+        if key in self.dep_targets:
+            self.snapshots[key] = vc.copy()
         sem = OP_SEMANTICS[ins.op]
         if sem.reads_src:
             self._access(pos, ev, vc, ins.src, write=False)
@@ -340,20 +341,20 @@ class _RaceDetector:
         if sem.writes_dst:
             self._access(pos, ev, vc, ins.dst, write=True)
 
-    def _access(self, pos: int, ev: Event, vc: np.ndarray, where: Slice, *, write: bool) -> None:
+    def _access(self, pos: int, ev: Event, vc: dict[int, int], where: Slice, *, write: bool) -> None:
         me = ev.channel
         seq = ev.index + 1
         start = self.locations.base(ev.rank, where.buffer) + where.index
         last_write, reads = self.last_write, self.reads
         for loc in range(start, start + where.count):
             prior = last_write.get(loc)
-            if prior is not None and prior[0] != me and vc[prior[0]] < prior[1] and not self._reaches(prior[2], pos):
+            if prior is not None and prior[0] != me and vc.get(prior[0], 0) < prior[1] and not self._reaches(prior[2], pos):
                 self._race(ev, loc, self.events[prior[2]], "writes", write)
             if write:
                 readers = reads.pop(loc, None)
                 if readers:
                     for other, (other_seq, opos) in readers.items():
-                        if other != me and vc[other] < other_seq and not self._reaches(opos, pos):
+                        if other != me and vc.get(other, 0) < other_seq and not self._reaches(opos, pos):
                             self._race(ev, loc, self.events[opos], "reads", write)
                 last_write[loc] = (me, seq, pos)
             else:
