@@ -18,20 +18,20 @@ channel of the instruction they wait for. Conflicts across channels become depen
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
 from synccl._gcpause import gc_paused
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, Protocol, RankProgram, Slice
-from synccl.collectives._spec import Buffer, CollectiveSpec
+from synccl.collectives._spec import Buffer, ChunkLocations, CollectiveSpec
 from synccl.exceptions import ProgramError
 
 __all__ = ["OpRecord", "RefKey", "lower"]
 
 #: ``(rank, buffer, index, size)`` of a chunk reference.
 RefKey = tuple[int, Buffer, int, int]
-_Loc = tuple[int, Buffer, int]
 _Conn = tuple[int, int]  # (peer, lane)
 
 
@@ -67,6 +67,7 @@ class _Ins:
     pinned: int | None = None
     channel: _Chan | None = None
     deps: dict[int, int] = field(default_factory=dict)
+    slot: int = -1  # position in its channel, once channels are final
 
 
 @dataclass(eq=False, slots=True)
@@ -80,30 +81,28 @@ class _Chan:
 
 @gc_paused()
 def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Protocol = "Simple") -> Program:
-    """Lower recorded DSL operations to a Program (not yet verified)."""
-    depth, hazards, raw_preds = _analyse(spec, ops)
+    """Lower recorded DSL operations to a Program (not yet verified). ``ops[k].seq`` must be ``k``."""
+    scratch = _scratch_sizes(spec, ops)
+    analysis = _analyse(ops, ChunkLocations(spec, scratch))
     # Equal slices and equal dependency-free instructions are made once and shared (they are
     # immutable): at a thousand ranks most are repeated on many ranks, and sharing saves both
     # the time to build them and gigabytes.
     slices: dict[tuple[Buffer, int, int], Slice] = {}
     made: dict[tuple[Op, int, int], Instruction] = {}
-    placed: dict[tuple[int, int], _Ins] = {}  # (op seq, rank) -> instruction
-    per_rank: dict[int, list[_Ins]] = defaultdict(list)
+    placed = _Placed(ops)
+    per_rank: list[list[_Ins]] = [[] for _ in range(spec.nranks)]
     for op in ops:
-        for ins in _instructions(op, depth[op.seq], slices):
-            placed[op.seq, ins.rank] = ins
+        instructions = _instructions(op, analysis.depth[op.seq], slices)
+        placed.at_src[op.seq], placed.at_dst[op.seq] = instructions[0], instructions[-1]
+        for ins in instructions:
             per_rank[ins.rank].append(ins)
-    pairs = _forwarding_pairs(ops, raw_preds)
-    preds_by_rank: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for p, s, r in hazards:
-        preds_by_rank[r][s].append(p)
+    pairs = _forwarding_pairs(ops, analysis.raw_writer)
     ranks = []
     for rank in range(spec.nranks):
-        chans = _assign_channels(rank, sorted(per_rank[rank], key=lambda i: i.key), pairs.get(rank, Counter()), preds_by_rank[rank], placed)
-        _fuse(chans, placed, raw_preds)
+        chans = _assign_channels(rank, sorted(per_rank[rank], key=lambda i: i.key), pairs.get(rank, Counter()), analysis.local_preds, placed)
+        _fuse(chans, placed, analysis.raw_writer)
         ranks.append(chans)
-    _add_dependencies(hazards, placed, [ch for chans in ranks for ch in chans])
-    scratch = _scratch_sizes(spec, ops)
+    _add_dependencies(analysis, placed, [ch for chans in ranks for ch in chans])
     return Program(
         name=name,
         spec=spec,
@@ -112,51 +111,99 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     )
 
 
-def _analyse(spec: CollectiveSpec, ops: list[OpRecord]) -> tuple[dict[int, int], list[tuple[int, int, int]], dict[int, set[int]]]:
-    """Depth of every op, the conflicts ``(earlier op, later op, rank)``, and each op's RAW sources."""
-    last_writer: dict[_Loc, int] = {}
-    readers: dict[_Loc, set[int]] = {}  # readers since the last write
-    depth: dict[int, int] = {}
-    hazards: list[tuple[int, int, int]] = []
-    raw_preds: dict[int, set[int]] = {}
+#: ``_Analysis.raw_writer`` values other than an op: no earlier op wrote the source, or several did.
+_NO_WRITER, _SEVERAL_WRITERS = -1, -2
+
+
+@dataclass(slots=True)
+class _Analysis:
+    """What lowering learns from the ops in program order, indexed by op seq.
+
+    ``hazard_*`` are parallel arrays of conflicts ``(earlier op, later op, rank)`` -- millions at
+    a thousand ranks, hence arrays of machine integers rather than tuples.
+    """
+
+    depth: list[int]
+    raw_writer: list[int]  # the one op that wrote an op's source, or _NO_WRITER / _SEVERAL_WRITERS
+    local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
+    hazard_earlier: array = field(default_factory=lambda: array("q"))
+    hazard_later: array = field(default_factory=lambda: array("q"))
+    hazard_rank: array = field(default_factory=lambda: array("q"))
+
+
+class _Placed:
+    """The instruction of an op on a rank: on the source rank (its send, or the local op) or on the destination (its receive)."""
+
+    def __init__(self, ops: list[OpRecord]) -> None:
+        self.ops = ops
+        self.at_src: list[_Ins | None] = [None] * len(ops)
+        self.at_dst: list[_Ins | None] = [None] * len(ops)
+
+    def on(self, seq: int, rank: int) -> _Ins:
+        return self.at_src[seq] if self.ops[seq].src[0] == rank else self.at_dst[seq]
+
+
+def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
+    """Depth of every op, the conflicts between ops, and the op each one's source comes from."""
+    for k, op in enumerate(ops):
+        if op.seq != k:
+            raise ProgramError(f"lowering: operation {k} has seq {op.seq}; operations must be numbered in order")
+    n = len(ops)
+    out = _Analysis(depth=[0] * n, raw_writer=[_NO_WRITER] * n, local_preds={})
+    depth, raw_writer = out.depth, out.raw_writer
+    earlier_of, later_of, rank_of = out.hazard_earlier, out.hazard_later, out.hazard_rank
+    last_writer: dict[int, int] = {}
+    readers: dict[int, list[int]] = {}  # readers since the last write
+    base = locations.base
     for op in ops:
         seq = op.seq
-        src_locs = _locs(spec, op.src)
-        local_locs = _locs(spec, op.local) if op.local is not None else []
-        writes = _locs(spec, op.dst)
-        preds: set[tuple[int, int]] = set()  # (earlier op, rank of the conflict)
-        raw: set[int] = set()
-        for loc in src_locs:
+        src_rank, src_buffer, src_index, size = op.src
+        dst_rank, dst_buffer, dst_index, _ = op.dst
+        source = base(src_rank, src_buffer) + src_index
+        dest = base(dst_rank, dst_buffer) + dst_index
+        local = base(op.local[0], op.local[1]) + op.local[2] if op.local is not None else None
+        on_src: set[int] = set()  # earlier ops this one conflicts with on its source rank
+        on_dst: set[int] = set()  # ... and on its destination rank
+        for loc in range(source, source + size):
             writer = last_writer.get(loc)
             if writer is not None:
-                raw.add(writer)
-                preds.add((writer, loc[0]))
-        for loc in local_locs:
+                on_src.add(writer)
+        if on_src:
+            raw_writer[seq] = next(iter(on_src)) if len(on_src) == 1 else _SEVERAL_WRITERS
+        if local is not None:
+            for loc in range(local, local + size):
+                writer = last_writer.get(loc)
+                if writer is not None:
+                    on_dst.add(writer)
+        for loc in range(dest, dest + size):
             writer = last_writer.get(loc)
             if writer is not None:
-                preds.add((writer, loc[0]))
-        for loc in writes:
-            writer = last_writer.get(loc)
-            if writer is not None:
-                preds.add((writer, loc[0]))
-            earlier_readers = readers.get(loc)
+                on_dst.add(writer)
+            earlier_readers = readers.pop(loc, None)
             if earlier_readers:
-                preds.update([(r, loc[0]) for r in earlier_readers])
-        for loc in src_locs + local_locs:
-            readers.setdefault(loc, set()).add(seq)
-        for loc in writes:
+                on_dst.update(earlier_readers)
+        reads = [range(source, source + size)] if local is None else [range(source, source + size), range(local, local + size)]
+        for span in reads:
+            for loc in span:
+                known = readers.get(loc)
+                if known is None:
+                    readers[loc] = [seq]
+                else:
+                    known.append(seq)
+        for loc in range(dest, dest + size):
             last_writer[loc] = seq
             readers.pop(loc, None)
-        raw_preds[seq] = raw
-        depth[seq] = max(op.step, 1 + max([depth[p] for p, _ in preds], default=-1))
-        hazards.extend([(p, seq, rank) for p, rank in preds])
-    return depth, hazards, raw_preds
-
-
-def _locs(spec: CollectiveSpec, ref: RefKey) -> list[_Loc]:
-    rank, buffer, index, size = ref
-    storage, start = spec.resolve(rank, buffer, index)  # aliasing shifts a whole buffer by one offset
-    return [(rank, storage, i) for i in range(start, start + size)]
+        if on_src or on_dst:
+            depth[seq] = max(op.step, 1 + max(depth[p] for p in on_src | on_dst))
+            for conflicts, rank in ((on_src, src_rank), (on_dst, dst_rank)):
+                earlier_of.extend(conflicts)
+                later_of.extend([seq] * len(conflicts))
+                rank_of.extend([rank] * len(conflicts))
+            if src_rank == dst_rank:
+                out.local_preds[seq] = list(on_src | on_dst)
+        else:
+            depth[seq] = op.step
+    return out
 
 
 def _slice(ref: RefKey, slices: dict[tuple[Buffer, int, int], Slice]) -> Slice:
@@ -191,15 +238,15 @@ def _instructions(op: OpRecord, depth: int, slices: dict[tuple[Buffer, int, int]
     return [send, recv]
 
 
-def _forwarding_pairs(ops: list[OpRecord], raw_preds: dict[int, set[int]]) -> dict[int, Counter[tuple[_Conn, _Conn]]]:
+def _forwarding_pairs(ops: list[OpRecord], raw_writer: list[int]) -> dict[int, Counter[tuple[_Conn, _Conn]]]:
     """Per rank, how often chunks received on one connection leave on another."""
-    by_seq = {op.seq: op for op in ops}
     out: dict[int, Counter[tuple[_Conn, _Conn]]] = defaultdict(Counter)
     for op in ops:
         x = op.src[0]
-        if op.dst[0] == x or len(raw_preds[op.seq]) != 1:
+        source = raw_writer[op.seq]
+        if op.dst[0] == x or source < 0:
             continue
-        prev = by_seq[next(iter(raw_preds[op.seq]))]
+        prev = ops[source]
         if prev.dst == op.src and prev.src[0] != x and prev.lane == op.lane:
             out[x][(prev.src[0], prev.lane), (op.dst[0], op.lane)] += 1
     return out
@@ -209,8 +256,8 @@ def _assign_channels(
     rank: int,
     items: list[_Ins],
     pairs: Counter[tuple[_Conn, _Conn]],
-    preds_at: dict[int, list[int]],
-    placed: dict[tuple[int, int], _Ins],
+    local_preds: dict[int, list[int]],
+    placed: _Placed,
 ) -> list[_Chan]:
     """Give every instruction of ``rank`` a channel; return the channels in id order."""
     pinned: dict[int, _Chan] = {}
@@ -264,7 +311,7 @@ def _assign_channels(
         elif ins.pinned is not None:
             ins.channel = pinned.setdefault(ins.pinned, _Chan(None, None, ins.pinned))
         else:
-            before = [placed[p, rank] for p in preds_at.get(ins.record.seq, ())]
+            before = [placed.on(p, rank) for p in local_preds.get(ins.record.seq, ())]
             if before:
                 ins.channel = max(before, key=lambda i: i.key).channel
             elif pinned or auto:
@@ -279,7 +326,7 @@ def _assign_channels(
     return chans
 
 
-def _fuse(chans: list[_Chan], placed: dict[tuple[int, int], _Ins], raw_preds: dict[int, set[int]]) -> None:
+def _fuse(chans: list[_Chan], placed: _Placed, raw_writer: list[int]) -> None:
     """Merge each receive with the send that immediately forwards exactly what it received."""
     for ch in chans:
         merged: list[_Ins] = []
@@ -290,25 +337,28 @@ def _fuse(chans: list[_Chan], placed: dict[tuple[int, int], _Ins], raw_preds: di
                 and prev.op in (Op.RECV, Op.RECV_REDUCE_COPY)
                 and ins.op is Op.SEND
                 and ins.src == prev.dst
-                and raw_preds[ins.record.seq] == {prev.record.seq}
+                and raw_writer[ins.record.seq] == prev.record.seq
             ):
                 prev.op = Op.RECV_COPY_SEND if prev.op is Op.RECV else Op.RECV_REDUCE_COPY_SEND
                 prev.send_conn = ins.send_conn
-                placed[ins.record.seq, ins.rank] = prev
+                placed.at_src[ins.record.seq] = prev  # the send half is now the fused receive
                 continue
             merged.append(ins)
         ch.items = merged
 
 
-def _add_dependencies(hazards: list[tuple[int, int, int]], placed: dict[tuple[int, int], _Ins], chans: list[_Chan]) -> None:
+def _add_dependencies(analysis: _Analysis, placed: _Placed, chans: list[_Chan]) -> None:
     """Turn conflicts between instructions on different channels into dependencies."""
-    position = {id(ins): k for ch in chans for k, ins in enumerate(ch.items)}
-    for p, s, rank in hazards:
-        before, after = placed[p, rank], placed[s, rank]
+    for ch in chans:
+        for k, ins in enumerate(ch.items):
+            ins.slot = k
+    for p, s, rank in zip(analysis.hazard_earlier, analysis.hazard_later, analysis.hazard_rank, strict=True):
+        before, after = placed.on(p, rank), placed.on(s, rank)
         if before is after or before.channel is after.channel:
             continue
         cid = before.channel.id
-        after.deps[cid] = max(after.deps.get(cid, -1), position[id(before)])
+        if after.deps.get(cid, -1) < before.slot:
+            after.deps[cid] = before.slot
 
 
 def _scratch_sizes(spec: CollectiveSpec, ops: list[OpRecord]) -> list[int]:

@@ -28,7 +28,7 @@ from synccl._gcpause import gc_paused
 from synccl.collectives._contributions import Bits, common, members, of_ranks, single, union
 from synccl.collectives._execution import Event, Schedule, replay, schedule
 from synccl.collectives._program import OP_SEMANTICS, Instruction, Op, OpSemantics, Program, Slice
-from synccl.collectives._spec import Buffer
+from synccl.collectives._spec import Buffer, ChunkLocations
 from synccl.exceptions import VerificationError, Violation
 
 __all__ = ["verify", "check", "VerificationReport"]
@@ -264,39 +264,6 @@ def _check_progress(program: Program, sched: Schedule) -> list[Violation]:
 # -- 3. races ----------------------------------------------------------------------------------
 
 
-class _Locations:
-    """An integer for every chunk location of every rank, in-place aliasing resolved.
-
-    ``base(rank, buffer) + index`` is the location of ``buffer[index]`` on ``rank``: in-place
-    aliasing shifts a buffer onto another by a fixed offset, so one addition per chunk does
-    what :meth:`~synccl.collectives.CollectiveSpec.resolve` does, and integers make cheaper
-    dictionary keys than tuples.
-    """
-
-    _CODES = {Buffer.INPUT: 0, Buffer.OUTPUT: 1, Buffer.SCRATCH: 2}
-    _BUFFERS = (Buffer.INPUT, Buffer.OUTPUT, Buffer.SCRATCH)
-
-    def __init__(self, program: Program) -> None:
-        spec = program.spec
-        self.stride = max(spec.input_chunks, spec.output_chunks, *(rp.scratch_chunks for rp in program.ranks))
-        self._base: list[dict[Buffer, int]] = []
-        for rank in range(spec.nranks):
-            bases = {}
-            for buffer in self._BUFFERS:
-                storage, offset = spec.resolve(rank, buffer, 0)
-                bases[buffer] = (rank * 3 + self._CODES[storage]) * self.stride + offset
-            self._base.append(bases)
-
-    def base(self, rank: int, buffer: Buffer) -> int:
-        """The location of ``rank``'s ``buffer[0]``."""
-        return self._base[rank][buffer]
-
-    def describe(self, location: int) -> tuple[Buffer, int]:
-        """The storage ``(buffer, index)`` a location names."""
-        rank_buffer, index = divmod(location, self.stride)
-        return self._BUFFERS[rank_buffer % 3], index
-
-
 class _RaceDetector:
     """Happens-before between the accesses to each chunk location -- which all belong to one rank.
 
@@ -311,7 +278,7 @@ class _RaceDetector:
     O(all channels^2) in memory -- out of reach at a thousand ranks.
     """
 
-    def __init__(self, program: Program, sched: Schedule, locations: _Locations) -> None:
+    def __init__(self, program: Program, sched: Schedule, locations: ChunkLocations) -> None:
         self.locations = locations
         self.events = sched.events
         self.clock: list[list[dict[int, int]]] = [[{} for _ in rp.channels] for rp in program.ranks]  # channel -> instructions done
@@ -387,7 +354,7 @@ class _RaceDetector:
     def _race(self, ev: Event, loc: int, other: Event, other_does: str, write: bool) -> None:
         if len(self.violations) >= _MAX_VIOLATIONS:
             return
-        buf, idx = self.locations.describe(loc)
+        _, buf, idx = self.locations.describe(loc)
         self.violations.append(
             Violation(
                 "race",
@@ -435,15 +402,19 @@ class _NoValues:
         return None
 
 
+def _locations(program: Program) -> ChunkLocations:
+    return ChunkLocations(program.spec, [rp.scratch_chunks for rp in program.ranks])
+
+
 def _check_races(program: Program, sched: Schedule) -> list[Violation]:
-    detector = _RaceDetector(program, sched, _Locations(program))
+    detector = _RaceDetector(program, sched, _locations(program))
     replay(sched, _NoValues(), on_event=detector.on_event)
     return detector.violations
 
 
 def _check_races_then_postcondition(program: Program, sched: Schedule) -> list[Violation]:
     """Checks 3 and 4 in one replay: races if any, else what the symbolic execution found."""
-    locations = _Locations(program)
+    locations = _locations(program)
     detector = _RaceDetector(program, sched, locations)
     machine = _SymbolicMachine(program, locations)
     replay(sched, machine, on_event=detector.on_event)
@@ -456,7 +427,7 @@ def _check_races_then_postcondition(program: Program, sched: Schedule) -> list[V
 class _SymbolicMachine:
     """Chunk contents as sets of contributions (bitmasks, see :mod:`~synccl.collectives._contributions`); ``None`` is uninitialized memory."""
 
-    def __init__(self, program: Program, locations: _Locations) -> None:
+    def __init__(self, program: Program, locations: ChunkLocations) -> None:
         self.program = program
         self.locations = locations
         spec = program.spec
@@ -529,7 +500,7 @@ class _SymbolicMachine:
 
 
 def _check_postcondition(program: Program, sched: Schedule) -> list[Violation]:
-    machine = _SymbolicMachine(program, _Locations(program))
+    machine = _SymbolicMachine(program, _locations(program))
     replay(sched, machine)
     return _postcondition_violations(program, machine)
 
