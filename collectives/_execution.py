@@ -87,17 +87,24 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
     (True, 12)
     """
     channels = [(rp.rank, ch) for rp in program.ranks for ch in rp.channels]
-    position = [0] * len(channels)
-    key_of = {(rank, ch.id): k for k, (rank, ch) in enumerate(channels)}
-    # Each channel's connections, made once (an instruction uses its channel's).
+    position = [0] * len(channels)  # instructions each channel has finished
+    first = [0] * len(program.ranks)  # index in ``channels`` of each rank's channel 0
+    for k in range(len(channels) - 1, -1, -1):
+        first[channels[k][0]] = k
+    width = [len(rp.channels) for rp in program.ranks]
+    # Connections get small integer ids and their queues are made once: the loop below runs
+    # once per instruction, millions of times at a thousand ranks, and hashes nothing it can avoid.
+    ids: dict[Connection, int] = {}
     recv_conns = [Connection(ch.recv_peer, rank, ch.lane) if ch.recv_peer is not None else None for rank, ch in channels]
     send_conns = [Connection(rank, ch.send_peer, ch.lane) if ch.send_peer is not None else None for rank, ch in channels]
-    done_upto: dict[tuple[int, int], int] = defaultdict(int)  # (rank, channel) -> instructions finished
-    queues: dict[Connection, deque[tuple[int, int]]] = defaultdict(deque)  # pending (event position, ordinal)
-    sent: dict[Connection, int] = defaultdict(int)
-    waiting_dep: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    waiting_msg: dict[Connection, list[int]] = defaultdict(list)
-    waiting_room: dict[Connection, list[int]] = defaultdict(list)
+    recv_id = [ids.setdefault(c, len(ids)) if c is not None else -1 for c in recv_conns]
+    send_id = [ids.setdefault(c, len(ids)) if c is not None else -1 for c in send_conns]
+    connections = list(ids)
+    queues: list[deque[tuple[int, int]]] = [deque() for _ in connections]  # pending (event position, ordinal)
+    sent = [0] * len(connections)
+    waiting_dep: dict[tuple[int, int], list[int]] = defaultdict(list)  # (channel, instruction) -> waiting channels
+    waiting_msg: dict[int, list[int]] = defaultdict(list)  # connection id -> ...
+    waiting_room: dict[int, list[int]] = defaultdict(list)
     events: list[Event] = []
     ready = deque(range(len(channels)))
     semantics = OP_SEMANTICS
@@ -106,49 +113,51 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
         rank, ch = channels[k]
         ins = ch.instructions[position[k]]
         for dep in ins.deps:
-            if done_upto[rank, dep.channel] <= dep.instruction:
+            if not 0 <= dep.channel < width[rank] or position[first[rank] + dep.channel] <= dep.instruction:
                 return "dep", (rank, dep.channel, dep.instruction)
         sem = semantics[ins.op]
-        if sem.receives and not queues[recv_conns[k]]:
-            return "msg", recv_conns[k]
-        if capacity is not None and sem.sends and len(queues[send_conns[k]]) >= capacity:
-            return "room", send_conns[k]
+        if sem.receives and (recv_id[k] < 0 or not queues[recv_id[k]]):
+            return "msg", recv_id[k]
+        if capacity is not None and sem.sends and send_id[k] >= 0 and len(queues[send_id[k]]) >= capacity:
+            return "room", send_id[k]
         return None
 
     while ready:
         k = ready.popleft()
         rank, ch = channels[k]
         instructions, recv_on_channel, send_on_channel = ch.instructions, recv_conns[k], send_conns[k]
+        inbox = queues[recv_id[k]] if recv_id[k] >= 0 else deque()
+        outbox = queues[send_id[k]] if send_id[k] >= 0 else None
         at = position[k]
         while at < len(instructions):
             ins = instructions[at]
             sem = semantics[ins.op]
             # The common case -- no dependencies, a message waiting, no bound on messages -- needs no blocker().
-            if ins.deps or capacity is not None or (sem.receives and not queues[recv_on_channel]):
-                position[k] = at
+            if ins.deps or capacity is not None or (sem.receives and not inbox):
                 why = blocker(k)
                 if why is not None:
                     kind, what = why
-                    {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
+                    if kind == "dep":
+                        what = (first[what[0]] + what[1], what[2]) if 0 <= what[1] < width[rank] else None
+                    if what is not None:
+                        {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
                     break
-            recv_on = recv_on_channel if sem.receives else None
-            send_on = send_on_channel if sem.sends else None
             matched = message = None
-            if recv_on is not None:
-                matched, message = queues[recv_on].popleft()
+            if sem.receives:
+                matched, message = inbox.popleft()
                 if waiting_room:
-                    ready.extend(waiting_room.pop(recv_on, ()))
-            events.append(Event(rank, ch.id, at, ins, send_on, recv_on, matched, message))
-            if send_on is not None:
-                queues[send_on].append((len(events) - 1, sent[send_on]))
-                sent[send_on] += 1
+                    ready.extend(waiting_room.pop(recv_id[k], ()))
+            events.append(Event(rank, ch.id, at, ins, send_on_channel if sem.sends else None, recv_on_channel if sem.receives else None, matched, message))
+            if sem.sends:
+                conn = send_id[k]
+                outbox.append((len(events) - 1, sent[conn]))
+                sent[conn] += 1
                 if waiting_msg:
-                    ready.extend(waiting_msg.pop(send_on, ()))
+                    ready.extend(waiting_msg.pop(conn, ()))
             at += 1
-            done_upto[rank, ch.id] = at
+            position[k] = at
             if waiting_dep:
-                ready.extend(waiting_dep.pop((rank, ch.id, at - 1), ()))
-        position[k] = at
+                ready.extend(waiting_dep.pop((k, at - 1), ()))
 
     stalls = []
     for k, (rank, ch) in enumerate(channels):
@@ -157,17 +166,19 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
             if why is None:  # pragma: no cover - the loop above drains every runnable channel
                 reason = "did not run"
             elif why[0] == "room":
-                reason = f"waits for room on connection {why[1]}, which holds {capacity} unreceived message(s)"
+                reason = f"waits for room on connection {connections[why[1]]}, which holds {capacity} unreceived message(s)"
             elif why[0] == "dep":
                 _, dch, dindex = why[1]
                 reason = f"waits for channel {dch} instruction {dindex}, which never completes"
-                if (rank, dch) not in key_of:
+                if not 0 <= dch < width[rank]:
                     reason = f"waits for channel {dch}, which does not exist"
+            elif why[1] < 0:
+                reason = "receives on a channel with no receive peer"
             else:
                 conn = why[1]
-                reason = f"waits for message #{sent[conn]} on connection {conn}, which is never sent"
+                reason = f"waits for message #{sent[conn]} on connection {connections[conn]}, which is never sent"
             stalls.append(Stall(rank, ch.id, position[k], reason))
-    unreceived = tuple((conn, len(q)) for conn, q in queues.items() if q)
+    unreceived = tuple((connections[c], len(q)) for c, q in enumerate(queues) if q)
     return Schedule(tuple(events), tuple(stalls), unreceived)
 
 

@@ -35,7 +35,7 @@ RefKey = tuple[int, Buffer, int, int]
 _Conn = tuple[int, int]  # (peer, lane)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs twice as much, and lowering makes millions (treat as immutable)
 class OpRecord:
     """One DSL operation: ``dst := src`` (copy) or ``dst := local (+) src`` (reduce)."""
 
@@ -84,11 +84,11 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     """Lower recorded DSL operations to a Program (not yet verified). ``ops[k].seq`` must be ``k``."""
     scratch = _scratch_sizes(spec, ops)
     analysis = _analyse(ops, ChunkLocations(spec, scratch))
-    # Equal slices and equal dependency-free instructions are made once and shared (they are
+    # Equal slices and equal instructions are made once and shared (they are
     # immutable): at a thousand ranks most are repeated on many ranks, and sharing saves both
     # the time to build them and gigabytes.
     slices: dict[tuple[Buffer, int, int], Slice] = {}
-    made: dict[tuple[Op, int, int], Instruction] = {}
+    made: dict[tuple, Instruction] = {}
     placed = _Placed(ops)
     per_rank: list[list[_Ins]] = [[] for _ in range(spec.nranks)]
     for op in ops:
@@ -370,7 +370,7 @@ def _scratch_sizes(spec: CollectiveSpec, ops: list[OpRecord]) -> list[int]:
     return size
 
 
-def _freeze(ch: _Chan, made: dict[tuple[Op, int, int], Instruction]) -> Channel:
+def _freeze(ch: _Chan, made: dict[tuple, Instruction]) -> Channel:
     send = ch.send_conn[0] if ch.send_conn else None
     recv = ch.recv_conn[0] if ch.recv_conn else None
     lanes = {c[1] for c in (ch.send_conn, ch.recv_conn) if c is not None}
@@ -380,12 +380,11 @@ def _freeze(ch: _Chan, made: dict[tuple[Op, int, int], Instruction]) -> Channel:
     return Channel(ch.id, send, recv, instructions, lanes.pop() if lanes else 0)
 
 
-def _frozen(ins: _Ins, made: dict[tuple[Op, int, int], Instruction]) -> Instruction:
-    """The immutable instruction; dependency-free ones shared through ``made`` (their slices are shared already)."""
-    if ins.deps:
-        return Instruction(ins.op, ins.src, ins.dst, tuple(Dependency(c, k) for c, k in sorted(ins.deps.items())))
-    key = (ins.op, id(ins.src), id(ins.dst))
+def _frozen(ins: _Ins, made: dict[tuple, Instruction]) -> Instruction:
+    """The immutable instruction, shared through ``made`` with every equal one (slices are shared already)."""
+    deps = tuple(sorted(ins.deps.items())) if ins.deps else ()
+    key = (ins.op, id(ins.src), id(ins.dst), deps)
     found = made.get(key)
     if found is None:
-        found = made[key] = Instruction(ins.op, ins.src, ins.dst)
+        found = made[key] = Instruction(ins.op, ins.src, ins.dst, tuple(Dependency(c, k) for c, k in deps))
     return found

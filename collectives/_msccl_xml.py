@@ -13,6 +13,7 @@ value.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element  # noqa: S405 - only the type; parsing goes through defusedxml
@@ -55,8 +56,9 @@ _COLL_NAMES = {
     Collective.GATHER: "gather",
     Collective.SCATTER: "scatter",
 }
-#: The largest MSCCL XML accepted: 30x the largest published file (2 MB, 32 ranks); parsing it takes seconds.
-MAX_XML_BYTES = 64 << 20
+#: The largest MSCCL XML accepted: 4x the largest synccl writes (262 MB: all_gather on 1,024 ranks), 500x
+#: the largest published one (2 MB, 32 ranks). Files are parsed one ``<gpu>`` at a time.
+MAX_XML_BYTES = 1 << 30
 MAX_DEPTH = 8
 
 
@@ -216,30 +218,12 @@ def from_msccl_xml(
         text = text.encode("utf-8")
     if len(text) > MAX_XML_BYTES:
         raise XmlError(f"{source} is larger than the {format_size(MAX_XML_BYTES)} limit of MSCCL XML files")
-    try:
-        root_el = SafeET.fromstring(text, forbid_dtd=True)
-    except DefusedXmlException as err:
-        raise XmlError(f"{source}: refused: {type(err).__name__} (DTDs and entities are not allowed)") from None
-    except SafeET.ParseError as err:
-        raise XmlError(f"{source}: not well-formed XML: {err}") from None
-    _check_depth(root_el, source)
-    algo = root_el if root_el.tag == "algo" else root_el.find("algo")
-    if algo is None:
-        raise XmlError(f"{source}: no <algo> element (found <{root_el.tag}>)")
     reader = _Reader(source)
+    algo, ranks, sizes = _stream(text, reader)
     nranks = reader.int(algo, "ngpus", low=1)
     coll_attr = reader.text(algo, "coll")
     inplace = reader.flag(algo, "inplace", default=False)
     outofplace = reader.flag(algo, "outofplace", default=not inplace)
-    gpus = algo.findall("gpu")
-    if len(gpus) != nranks:
-        raise XmlError(f"{source}: <algo ngpus={nranks!r}> but {len(gpus)} <gpu> elements")
-    ranks = []
-    sizes = {}
-    for gpu in gpus:
-        rank = reader.int(gpu, "id", low=0, high=nranks - 1)
-        sizes[rank] = (reader.int(gpu, "i_chunks", low=0, default=0), reader.int(gpu, "o_chunks", low=0, default=0))
-        ranks.append(_read_gpu(reader, gpu, rank, nranks))
     ranks.sort(key=lambda rp: rp.rank)
     if [rp.rank for rp in ranks] != list(range(nranks)):
         raise XmlError(f"{source}: <gpu> ids must be 0..{nranks - 1} once each")
@@ -326,6 +310,52 @@ def _infer(source: str, meta: dict, nranks: int, sizes: dict[int, tuple[int, int
     raise XmlError(f"{source}: <algo coll='custom'>: the program implements {what}; pass collective= if it is meant to be one")
 
 
+def _stream(text: bytes, reader: _Reader) -> tuple[Element, list[RankProgram], dict[int, tuple[int, int]]]:
+    """Parse incrementally: the ``<algo>`` element, each ``<gpu>`` read into a RankProgram as soon
+    as it ends (then dropped), and every gpu's declared ``(i_chunks, o_chunks)``.
+
+    A 1,024-rank schedule is a quarter of a gigabyte of XML; holding its whole element tree
+    would take gigabytes more, so only one ``<gpu>`` subtree is in memory at a time.
+    """
+    source = reader.source
+    depth = 0
+    root: Element | None = None
+    algo: Element | None = None
+    nranks = gpus = 0
+    ranks: list[RankProgram] = []
+    sizes: dict[int, tuple[int, int]] = {}
+    try:
+        for event, el in SafeET.iterparse(io.BytesIO(text), events=("start", "end"), forbid_dtd=True):
+            if event == "start":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise XmlError(f"{source}: elements nest deeper than {MAX_DEPTH} levels (at <{el.tag}>)")
+                if root is None:
+                    root = el
+                if algo is None and el.tag == "algo" and (el is root or depth == 2):
+                    algo = el
+                    nranks = reader.int(algo, "ngpus", low=1)
+                    reader.text(algo, "coll")
+                continue
+            depth -= 1
+            if el.tag == "gpu" and algo is not None and depth == (1 if algo is root else 2):
+                gpus += 1
+                if gpus <= nranks:  # the ones past ngpus are only counted, for the error below
+                    rank = reader.int(el, "id", low=0, high=nranks - 1)
+                    sizes[rank] = (reader.int(el, "i_chunks", low=0, default=0), reader.int(el, "o_chunks", low=0, default=0))
+                    ranks.append(_read_gpu(reader, el, rank, nranks))
+                el.clear()  # its steps are read; drop the subtree
+    except DefusedXmlException as err:
+        raise XmlError(f"{source}: refused: {type(err).__name__} (DTDs and entities are not allowed)") from None
+    except SafeET.ParseError as err:
+        raise XmlError(f"{source}: not well-formed XML: {err}") from None
+    if algo is None:
+        raise XmlError(f"{source}: no <algo> element (found <{root.tag if root is not None else ''}>)")
+    if gpus != nranks:
+        raise XmlError(f"{source}: <algo ngpus={nranks!r}> but {gpus} <gpu> elements")
+    return algo, ranks, sizes
+
+
 def _read_gpu(reader: _Reader, gpu: Element, rank: int, nranks: int) -> RankProgram:
     tbs = gpu.findall("tb")
     channels = []
@@ -408,13 +438,3 @@ class _Reader:
         if buf is None:
             raise XmlError(f"{self.source}: {where}: attribute {name!r} = {raw!r} is not a buffer (i, o or s)")
         return buf
-
-
-def _check_depth(el: Element, source: str) -> None:
-    stack: list[tuple[Element, int]] = [(el, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise XmlError(f"{source}: elements nest deeper than {MAX_DEPTH} levels (at <{node.tag}>)")
-        stack.extend((child, depth + 1) for child in node)
-

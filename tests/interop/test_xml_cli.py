@@ -11,7 +11,6 @@ from synccl._xml_run import XmlRunResult
 from synccl.bench import BenchConfig
 from synccl.cli import main
 from synccl.collectives import Collective, library, load_msccl_xml, save_msccl_xml
-from synccl.collectives._msccl_xml import MAX_XML_BYTES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ring_allgather.py"
 
@@ -120,23 +119,34 @@ def test_bench_xml_option(capfd, tmp_path, no_leftover_segments):
     assert code == 2 and "is all_reduce on 2 ranks, the run is all_gather on 2" in err
 
 
-def test_verify_and_run_refuse_a_device_after_reading_at_most_the_limit(capfd):
+@pytest.fixture
+def small_xml_limit(monkeypatch):
+    """The MSCCL XML size limit lowered to 1 MiB, so that a file past it is quick to write (the real one is 1 GiB)."""
+    import synccl._xml_run
+    import synccl.collectives._msccl_xml
+
+    for module in (synccl.collectives._msccl_xml, synccl._xml_run):
+        monkeypatch.setattr(module, "MAX_XML_BYTES", 1 << 20)
+    return 1 << 20
+
+
+def test_verify_and_run_refuse_a_device_after_reading_at_most_the_limit(capfd, small_xml_limit):
     code, _, err = run(capfd, "run", "/dev/zero")
-    assert code == 2 and err == "synccl run: error: /dev/zero is larger than the 64MiB limit of MSCCL XML files\n"
+    assert code == 2 and err == "synccl run: error: /dev/zero is larger than the 1MiB limit of MSCCL XML files\n"
     code, _, err = run(capfd, "verify", "/dev/zero")
     assert code == 2 and err == "synccl verify: error: /dev/zero is larger than the 16MiB limit of DSL files\n"
 
 
-def test_an_xml_file_over_the_limit_is_refused_unparsed(capfd, tmp_path):
+def test_an_xml_file_over_the_limit_is_refused_unparsed(capfd, tmp_path, small_xml_limit):
     # Well-formed and invalid (far more <gpu> than ngpus): parsing it would cost seconds and ~10x its size in memory.
     gpu = b'<gpu id="0" i_chunks="1" o_chunks="1" s_chunks="0"><tb id="0" send="-1" recv="-1" chan="0"/></gpu>\n'
     path = tmp_path / "huge.xml"
     with open(path, "wb") as f:
         f.write(b'<algo name="huge" ngpus="2" coll="allreduce">\n')
-        f.write(gpu * (MAX_XML_BYTES // len(gpu) + 1))
+        f.write(gpu * (small_xml_limit // len(gpu) + 1))
         f.write(b"</algo>\n")
     code, _, err = run(capfd, "verify", path)
-    assert code == 2 and err == f"synccl verify: error: {path} is larger than the 64MiB limit of MSCCL XML files\n"
+    assert code == 2 and err == f"synccl verify: error: {path} is larger than the 1MiB limit of MSCCL XML files\n"
 
 
 def test_run_reports_a_crashed_rank_as_a_runtime_failure(capfd, caplog, tmp_path, monkeypatch):
