@@ -68,11 +68,20 @@ class XmlError(ProgramError):
 
 @dataclass(frozen=True, slots=True)
 class ExecutorLimits:
-    """The MSCCL executor's hard limits, checked on export."""
+    """The MSCCL executor's hard limits, checked on export (``msccl_struct.h`` of msccl-executor-nccl).
 
-    max_count: int = 72  # cnt must stay below this
-    max_steps_per_tb: int = 64
-    max_channels: int = 32
+    A thread block's dependency names the block it waits for in an ``int8_t``, so only blocks
+    0..127 can be waited for: export numbers the blocks others wait for first, and refuses a
+    rank with more of them than that.
+    """
+
+    max_count: int = 72  # cnt must stay below this (MSCCL_MAX_COUNT)
+    max_steps_per_tb: int = 64  # MSCCL_MAX_NUM_STEPS
+    max_channels: int = 32  # lanes: NCCL's MAXCHANNELS
+    max_peers_per_channel: int = 32  # distinct send (and receive) peers of a rank on one lane: MSCCL_MAX_NUM_THREAD_BLOCKS_PER_CHANNEL
+    max_thread_blocks: int = 32 * 32  # per rank: MSCCL_MAX_NUM_THREAD_BLOCKS
+    max_dependency_block: int = 127  # dependentBid is an int8_t
+    max_offset: int = (1 << 15) - 1  # srcOffset and dstOffset are int16_t
 
 
 MSCCL_LIMITS = ExecutorLimits()
@@ -108,15 +117,17 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
     for rp in program.ranks:
         i_chunks, o_chunks = _declared_sizes(spec)
         lines.append(f'  <gpu id="{rp.rank}" i_chunks="{i_chunks}" o_chunks="{o_chunks}" s_chunks="{rp.scratch_chunks}">')
+        _check_rank_limits(program, rp, limits)
         steps_of = _lay_out_steps(rp)
         targets = {(d_ch, d_step) for steps in steps_of.values() for _, _, _, dep in steps if dep is not None for d_ch, d_step in [dep]}
-        for ch in rp.channels:
+        block = _block_ids(program, rp, {d_ch for d_ch, _ in targets}, limits)
+        for ch in sorted(rp.channels, key=lambda c: block[c.id]):
             steps = steps_of[ch.id]
             if len(steps) > limits.max_steps_per_tb:
                 raise XmlError(f"export {program.name!r}: rank {rp.rank} channel {ch.id} has {len(steps)} steps; MSCCL's executor allows at most {limits.max_steps_per_tb} per thread block")
             send = -1 if ch.send_peer is None else ch.send_peer
             recv = -1 if ch.recv_peer is None else ch.recv_peer
-            lines.append(f'    <tb id="{ch.id}" send="{send}" recv="{recv}" chan="{ch.lane}">')
+            lines.append(f'    <tb id="{block[ch.id]}" send="{send}" recv="{recv}" chan="{ch.lane}">')
             for s, (op, src, dst, dep) in enumerate(steps):
                 count = (src or dst).count if (src or dst) is not None else 0
                 if count >= limits.max_count:
@@ -125,7 +136,9 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
                 b = dst or src
                 sbuf, soff = (_NAMES[a.buffer], a.index) if a is not None else ("i", 0)
                 dbuf, doff = (_NAMES[b.buffer], b.index) if b is not None else ("i", 0)
-                depid, deps = dep if dep is not None else (-1, -1)
+                if max(soff + count, doff + count) - 1 > limits.max_offset:
+                    raise XmlError(f"export {program.name!r}: rank {rp.rank} channel {ch.id} step {s} reaches chunk {max(soff, doff) + count - 1}; MSCCL's executor addresses chunks 0..{limits.max_offset}")
+                depid, deps = (block[dep[0]], dep[1]) if dep is not None else (-1, -1)
                 hasdep = int((ch.id, s) in targets)
                 lines.append(
                     f'      <step s="{s}" type="{_TYPES[op]}" srcbuf="{sbuf}" srcoff="{soff}" dstbuf="{dbuf}" dstoff="{doff}" '
@@ -135,6 +148,38 @@ def to_msccl_xml(program: Program, *, limits: ExecutorLimits = MSCCL_LIMITS) -> 
         lines.append("  </gpu>")
     lines.append("</algo>")
     return "\n".join(lines) + "\n"
+
+
+def _check_rank_limits(program: Program, rp: RankProgram, limits: ExecutorLimits) -> None:
+    """Thread blocks per rank and peers per lane, in one line naming rank, lane and limit."""
+    if len(rp.channels) > limits.max_thread_blocks:
+        raise XmlError(f"export {program.name!r}: rank {rp.rank} has {len(rp.channels)} channels; MSCCL's executor runs at most {limits.max_thread_blocks} thread blocks per rank")
+    for role, attribute in (("sends to", "send_peer"), ("receives from", "recv_peer")):
+        peers: dict[int, set[int]] = {}
+        for ch in rp.channels:
+            peer = getattr(ch, attribute)
+            if peer is not None:
+                peers.setdefault(ch.lane, set()).add(peer)
+        for lane, found in sorted(peers.items()):
+            if len(found) > limits.max_peers_per_channel:
+                raise XmlError(
+                    f"export {program.name!r}: rank {rp.rank} {role} {len(found)} peers on lane {lane}; MSCCL's executor allows "
+                    f"{limits.max_peers_per_channel} per channel (lane): give the schedule more lanes"
+                )
+
+
+def _block_ids(program: Program, rp: RankProgram, waited_for: set[int], limits: ExecutorLimits) -> dict[int, int]:
+    """Thread block id of each channel: the channel's id, unless some block waited for would be past
+    ``max_dependency_block``; then the blocks waited for come first (in channel order)."""
+    if not waited_for or max(waited_for) <= limits.max_dependency_block:
+        return {ch.id: ch.id for ch in rp.channels}
+    if len(waited_for) > limits.max_dependency_block + 1:
+        raise XmlError(
+            f"export {program.name!r}: rank {rp.rank} has {len(waited_for)} channels that others wait for; MSCCL's executor "
+            f"names the block a step waits for in an int8, so at most {limits.max_dependency_block + 1} can be waited for"
+        )
+    order = sorted(rp.channels, key=lambda ch: (ch.id not in waited_for, ch.id))
+    return {ch.id: block for block, ch in enumerate(order)}
 
 
 def _root_attribute(spec: CollectiveSpec) -> str:

@@ -31,9 +31,13 @@ def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: 
 
     More pieces fill the pipeline better (a tree of height ``h`` carrying ``c`` pieces takes
     ``c + h - 1`` piece-steps for ``c`` pieces' worth of data) at the cost of more instructions.
-    Tree ``i`` of a phase uses lane ``i % lanes``, so trees sharing a link run on separate
-    channels and a tree waiting for its data does not stall the others (head-of-line
-    blocking) -- up to ``lanes`` apart.
+    Tree ``i`` of a phase uses lane ``(i + h) % lanes`` on its edges into host ``h`` (the host
+    of the edge's end away from the root), so trees sharing a link run on separate channels
+    and a tree waiting for its data does not stall the others (head-of-line blocking) -- up to
+    ``lanes`` apart. Within a host a tree keeps one lane, so a rank still forwards what it
+    receives on the channel it received it on; across hosts a root's star is spread over the
+    lanes, which keeps the peers a rank talks to on one lane within MSCCL's 32 per channel at
+    1,024 ranks (on one lane, a star's root would talk to every other host).
 
     >>> from synccl.synth import pack_trees
     >>> from synccl.topologies import get_topology
@@ -49,6 +53,7 @@ def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: 
     per_root = packing.chunks_per_root * pipeline
     steps: dict[int, list[Transfer]] = defaultdict(list)
     offset = 0
+    host = [packing.topology.host_of(r) or 0 for r in range(base.nranks)]
     for phase in packing.phases:
         next_chunk: dict[int, int] = defaultdict(int)
         last = -1
@@ -56,7 +61,7 @@ def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: 
             first = next_chunk[tree.root]
             next_chunk[tree.root] += tree.chunks * pipeline
             chunks = [_global_chunk(spec, per_root, tree.root, first + q) for q in range(tree.chunks * pipeline)]
-            for step, transfer in _tree_transfers(tree, chunks, reduce=phase.direction == "in", lane=index % lanes):
+            for step, transfer in _tree_transfers(tree, chunks, reduce=phase.direction == "in", lanes=[(index + h) % lanes for h in host]):
                 steps[offset + step].append(transfer)
                 last = max(last, offset + step)
         offset = last + 1
@@ -71,8 +76,11 @@ def _global_chunk(spec: CollectiveSpec, chunks_per_root: int, root: int, q: int)
     return root * chunks_per_root + q
 
 
-def _tree_transfers(tree: Tree, chunks: list[int], *, reduce: bool, lane: int) -> list[tuple[int, Transfer]]:
-    """``(step, transfer)`` for every chunk on every edge: down an out-tree, up an in-tree."""
+def _tree_transfers(tree: Tree, chunks: list[int], *, reduce: bool, lanes: list[int]) -> list[tuple[int, Transfer]]:
+    """``(step, transfer)`` for every chunk on every edge: down an out-tree, up an in-tree.
+
+    ``lanes[r]`` is the lane of the edge between rank ``r`` and its parent.
+    """
     depth = tree.depths()
     height = max(depth)
     out = []
@@ -81,7 +89,7 @@ def _tree_transfers(tree: Tree, chunks: list[int], *, reduce: bool, lane: int) -
             if parent is None:
                 continue
             if reduce:
-                out.append((height - depth[child] + q, Transfer(chunk, child, parent, reduce=True, lane=lane)))
+                out.append((height - depth[child] + q, Transfer(chunk, child, parent, reduce=True, lane=lanes[child])))
             else:
-                out.append((depth[child] - 1 + q, Transfer(chunk, parent, child, lane=lane)))
+                out.append((depth[child] - 1 + q, Transfer(chunk, parent, child, lane=lanes[child])))
     return out

@@ -1,5 +1,7 @@
 """Export -> import of every library algorithm: the same spec, verified; the XML has what MSCCL's executor reads."""
 
+from dataclasses import replace
+
 import defusedxml.ElementTree as SafeET
 import pytest
 
@@ -149,3 +151,45 @@ def test_channel_limit():
     from_msccl_xml(to_msccl_xml(replicate(ring, 32)))
     with pytest.raises(XmlError, match=r"uses 33 channels \(lanes\); MSCCL's executor allows at most 32"):
         to_msccl_xml(replicate(ring, 33))
+
+
+def _flat_broadcast(nranks: int) -> Program:
+    """Rank 0 sends to every other rank directly, all on lane 0: a send peer per rank."""
+    with program(f"flat{nranks}", CollectiveSpec("broadcast", nranks)) as p:
+        chunk(0, Buffer.INPUT, 0).copy(0, Buffer.OUTPUT, 0)
+        for r in range(1, nranks):
+            chunk(0, Buffer.INPUT, 0).copy(r, Buffer.OUTPUT, 0)
+    return p.program
+
+
+def test_peers_per_lane_limit_names_rank_and_lane():
+    assert MSCCL_LIMITS.max_peers_per_channel == 32
+    from_msccl_xml(to_msccl_xml(_flat_broadcast(33)))
+    with pytest.raises(XmlError, match=r"^export 'flat34': rank 0 sends to 33 peers on lane 0; MSCCL's executor allows 32 per channel \(lane\): give the schedule more lanes$"):
+        to_msccl_xml(_flat_broadcast(34))
+
+
+def test_thread_block_and_offset_limits():
+    with pytest.raises(XmlError, match=r"^export 'flat4': rank 0 has 3 channels; MSCCL's executor runs at most 2 thread blocks per rank$"):
+        to_msccl_xml(_flat_broadcast(4), limits=replace(MSCCL_LIMITS, max_thread_blocks=2))
+    with pytest.raises(XmlError, match=r"^export 'chunkwise3': rank 0 channel \d+ step \d+ reaches chunk 4; MSCCL's executor addresses chunks 0..3$"):
+        to_msccl_xml(_chunkwise_all_gather(3), limits=replace(MSCCL_LIMITS, max_offset=3))
+
+
+def test_blocks_waited_for_are_numbered_first_when_ids_run_past_the_int8():
+    """MSCCL names the block a step waits for in an int8: export moves the blocks waited for to the low ids."""
+    from synccl.synth import pack_trees
+    from synccl.topologies import get_topology
+
+    prog = pack_trees("all_reduce", get_topology("dgx-a100:2")).to_program(pipeline=1)
+    waited = [{d.channel for ch in rp.channels for ins in ch.instructions for d in ins.deps} for rp in prog.ranks]
+    rank = max(range(prog.nranks), key=lambda r: max(waited[r], default=-1) - len(waited[r]))
+    assert max(waited[rank]) > len(waited[rank]) - 1  # renumbering is needed at the tightest limit that fits
+    tight = replace(MSCCL_LIMITS, max_dependency_block=max(len(w) for w in waited) - 1)
+    xml = to_msccl_xml(prog, limits=tight)
+    steps = SafeET.fromstring(xml).iter("step")
+    assert max(int(step.get("depid")) for step in steps) <= tight.max_dependency_block
+    back = from_msccl_xml(xml)  # verified on import
+    assert back.spec == prog.spec and back.num_instructions() == prog.num_instructions()
+    with pytest.raises(XmlError, match=rf"^export '{prog.name}': rank \d+ has {len(waited[rank])} channels that others wait for; MSCCL's executor names the block a step waits for in an int8, so at most {len(waited[rank]) - 1} can be waited for$"):
+        to_msccl_xml(prog, limits=replace(MSCCL_LIMITS, max_dependency_block=len(waited[rank]) - 2))
