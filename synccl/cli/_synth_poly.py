@@ -180,8 +180,8 @@ def _exportable(result: TreePacking | FlowSchedule, program: Program, *, quiet: 
     try:
         return program, to_msccl_xml(program)
     except XmlError as err:
-        if isinstance(result, FlowSchedule):
-            raise
+        if isinstance(result, FlowSchedule) or result.default_pipeline() == 1:
+            raise  # nothing fewer pieces could fix: the error names the limit
         if not quiet:
             print(f"synth: {err}; using the unpipelined Program instead", file=sys.stderr)
         unpipelined = result.to_program(pipeline=1)

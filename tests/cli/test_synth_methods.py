@@ -107,3 +107,19 @@ def test_trees_install_for_the_sizes_where_they_win(capfd, tmp_path, monkeypatch
     assert "trees-all_gather-dgx1" in err and "installed" in err
     code, out, _ = run(capfd, "algo", "list", "--topology", "dgx1")
     assert code == 0 and "installed for dgx1" in out
+
+
+def test_an_unpipelined_tree_program_msccl_cannot_run_is_refused_naming_the_limit(capfd, tmp_path, monkeypatch):
+    """At 128 ranks the trees are lowered unpipelined already: an export refusal is final, said in one line, and no file is left."""
+    from dataclasses import replace
+
+    import synccl.cli._synth_poly as synth_poly
+    from synccl.collectives import MSCCL_LIMITS, to_msccl_xml
+
+    # An executor that can wait for 4 blocks only: the 128-rank allreduce's ranks wait for more.
+    monkeypatch.setattr(synth_poly, "to_msccl_xml", lambda program: to_msccl_xml(program, limits=replace(MSCCL_LIMITS, max_dependency_block=3)))
+    out_path = tmp_path / "ar.xml"
+    code, _, err = run(capfd, "synth", "all_reduce", "--topology", "dgx-a100:16", "-o", out_path, "--quiet")
+    assert code == 2 and not out_path.exists()
+    assert err.count("\n") == 1 and "channels that others wait for; MSCCL's executor names the block a step waits for in an int8, so at most 4 can be waited for" in err
+    assert "unpipelined" not in err
