@@ -66,7 +66,7 @@ class _Ins:
     recv_conn: _Conn | None = None
     pinned: int | None = None
     channel: _Chan | None = None
-    deps: dict[int, int] = field(default_factory=dict)
+    deps: dict[int, int] | None = None  # channel -> latest instruction waited for, made when the first one is found
     slot: int = -1  # position in its channel, once channels are final
 
 
@@ -119,16 +119,15 @@ _NO_WRITER, _SEVERAL_WRITERS = -1, -2
 class _Analysis:
     """What lowering learns from the ops in program order, indexed by op seq.
 
-    ``hazard_*`` are parallel arrays of conflicts ``(earlier op, later op, rank)`` -- millions at
-    a thousand ranks, hence arrays of machine integers rather than tuples.
+    ``hazards`` holds the conflicts ``(earlier op, later op, rank)`` as consecutive triples --
+    millions at a thousand ranks, hence machine integers rather than tuples (a conflict may
+    appear twice; that changes nothing).
     """
 
     depth: list[int]
     raw_writer: list[int]  # the one op that wrote an op's source, or _NO_WRITER / _SEVERAL_WRITERS
     local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
-    hazard_earlier: array = field(default_factory=lambda: array("q"))
-    hazard_later: array = field(default_factory=lambda: array("q"))
-    hazard_rank: array = field(default_factory=lambda: array("q"))
+    hazards: array = field(default_factory=lambda: array("q"))
 
 
 class _Placed:
@@ -150,57 +149,49 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
             raise ProgramError(f"lowering: operation {k} has seq {op.seq}; operations must be numbered in order")
     n = len(ops)
     out = _Analysis(depth=[0] * n, raw_writer=[_NO_WRITER] * n, local_preds={})
-    depth, raw_writer = out.depth, out.raw_writer
-    earlier_of, later_of, rank_of = out.hazard_earlier, out.hazard_later, out.hazard_rank
+    depth, raw_writer, hazards = out.depth, out.raw_writer, out.hazards
     last_writer: dict[int, int] = {}
     readers: dict[int, list[int]] = {}  # readers since the last write
-    base = locations.base
+    writer_of, pop_readers, bases = last_writer.get, readers.pop, locations.bases
     for op in ops:
         seq = op.seq
         src_rank, src_buffer, src_index, size = op.src
         dst_rank, dst_buffer, dst_index, _ = op.dst
-        source = base(src_rank, src_buffer) + src_index
-        dest = base(dst_rank, dst_buffer) + dst_index
-        local = base(op.local[0], op.local[1]) + op.local[2] if op.local is not None else None
-        on_src: set[int] = set()  # earlier ops this one conflicts with on its source rank
-        on_dst: set[int] = set()  # ... and on its destination rank
-        for loc in range(source, source + size):
-            writer = last_writer.get(loc)
-            if writer is not None:
-                on_src.add(writer)
+        source = bases[src_rank][src_buffer] + src_index
+        dest = bases[dst_rank][dst_buffer] + dst_index
+        reads = range(source, source + size)
+        on_src = [w for w in map(writer_of, reads) if w is not None]  # earlier ops this one conflicts with on its source rank
         if on_src:
-            raw_writer[seq] = next(iter(on_src)) if len(on_src) == 1 else _SEVERAL_WRITERS
-        if local is not None:
-            for loc in range(local, local + size):
-                writer = last_writer.get(loc)
-                if writer is not None:
-                    on_dst.add(writer)
+            raw_writer[seq] = on_src[0] if on_src.count(on_src[0]) == len(on_src) else _SEVERAL_WRITERS
+        on_dst = []  # ... and on its destination rank
+        if op.local is not None:
+            local = bases[op.local[0]][op.local[1]] + op.local[2]
+            on_dst = [w for w in map(writer_of, range(local, local + size)) if w is not None]
+            reads = (*reads, *range(local, local + size))
         for loc in range(dest, dest + size):
-            writer = last_writer.get(loc)
+            writer = writer_of(loc)
             if writer is not None:
-                on_dst.add(writer)
-            earlier_readers = readers.pop(loc, None)
+                on_dst.append(writer)
+            earlier_readers = pop_readers(loc, None)
             if earlier_readers:
-                on_dst.update(earlier_readers)
-        reads = [range(source, source + size)] if local is None else [range(source, source + size), range(local, local + size)]
-        for span in reads:
-            for loc in span:
-                known = readers.get(loc)
-                if known is None:
-                    readers[loc] = [seq]
-                else:
-                    known.append(seq)
+                on_dst.extend(earlier_readers)
+        for loc in reads:
+            known = readers.get(loc)
+            if known is None:
+                readers[loc] = [seq]
+            else:
+                known.append(seq)
         for loc in range(dest, dest + size):
             last_writer[loc] = seq
-            readers.pop(loc, None)
+            pop_readers(loc, None)
         if on_src or on_dst:
-            depth[seq] = max(op.step, 1 + max(depth[p] for p in on_src | on_dst))
-            for conflicts, rank in ((on_src, src_rank), (on_dst, dst_rank)):
-                earlier_of.extend(conflicts)
-                later_of.extend([seq] * len(conflicts))
-                rank_of.extend([rank] * len(conflicts))
+            depth[seq] = max(op.step, 1 + max(map(depth.__getitem__, on_src + on_dst)))
+            for p in on_src:
+                hazards.extend((p, seq, src_rank))
+            for p in on_dst:
+                hazards.extend((p, seq, dst_rank))
             if src_rank == dst_rank:
-                out.local_preds[seq] = list(on_src | on_dst)
+                out.local_preds[seq] = on_src + on_dst
         else:
             depth[seq] = op.step
     return out
@@ -352,12 +343,16 @@ def _add_dependencies(analysis: _Analysis, placed: _Placed, chans: list[_Chan]) 
     for ch in chans:
         for k, ins in enumerate(ch.items):
             ins.slot = k
-    for p, s, rank in zip(analysis.hazard_earlier, analysis.hazard_later, analysis.hazard_rank, strict=True):
+    hazards = analysis.hazards
+    for k in range(0, len(hazards), 3):
+        p, s, rank = hazards[k], hazards[k + 1], hazards[k + 2]
         before, after = placed.on(p, rank), placed.on(s, rank)
         if before is after or before.channel is after.channel:
             continue
         cid = before.channel.id
-        if after.deps.get(cid, -1) < before.slot:
+        if after.deps is None:
+            after.deps = {cid: before.slot}
+        elif after.deps.get(cid, -1) < before.slot:
             after.deps[cid] = before.slot
 
 
@@ -376,7 +371,7 @@ def _freeze(ch: _Chan, made: dict[tuple, Instruction]) -> Channel:
     lanes = {c[1] for c in (ch.send_conn, ch.recv_conn) if c is not None}
     if len(lanes) > 1:
         raise ProgramError(f"channel {ch.id}: send and receive connections use different lanes {sorted(lanes)}")
-    instructions = tuple(_frozen(i, made) for i in ch.items)
+    instructions = tuple([_frozen(i, made) for i in ch.items])
     return Channel(ch.id, send, recv, instructions, lanes.pop() if lanes else 0)
 
 

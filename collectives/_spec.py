@@ -278,17 +278,18 @@ class ChunkLocations:
 
     def __init__(self, spec: CollectiveSpec, scratch: list[int] | tuple[int, ...]) -> None:
         self.stride = max(spec.input_chunks, spec.output_chunks, *scratch)
-        self._base: list[dict[Buffer, int]] = []
+        #: ``bases[rank][buffer]`` is :meth:`base` as a table, for loops that run per chunk.
+        self.bases: list[dict[Buffer, int]] = []
         for rank in range(spec.nranks):
             bases = {}
             for buffer in self._STORAGE:
                 storage, offset = spec.resolve(rank, buffer, 0)
                 bases[buffer] = (rank * 3 + self._STORAGE.index(storage)) * self.stride + offset
-            self._base.append(bases)
+            self.bases.append(bases)
 
     def base(self, rank: int, buffer: Buffer) -> int:
         """The location of ``rank``'s ``buffer[0]``."""
-        return self._base[rank][buffer]
+        return self.bases[rank][buffer]
 
     def describe(self, location: int) -> tuple[int, Buffer, int]:
         """The ``(rank, buffer, index)`` of the storage a location names."""
