@@ -123,3 +123,14 @@ def test_an_unpipelined_tree_program_msccl_cannot_run_is_refused_naming_the_limi
     assert code == 2 and not out_path.exists()
     assert err.count("\n") == 1 and "channels that others wait for; MSCCL's executor names the block a step waits for in an int8, so at most 4 can be waited for" in err
     assert "unpipelined" not in err
+
+
+@pytest.mark.slow  # ~80 s and 3 GiB on 2 cores: 1,024 ranks, 2.1 M instructions (times are bench/trees_scale's job)
+def test_a_1024_rank_all_gather_is_written_as_msccl_xml_and_verified_again(capfd, tmp_path):
+    path = tmp_path / "ag.xml"
+    code, out, err = run(capfd, "synth", "all_gather", "--topology", "dgx-a100:128", "-o", path, "--quiet")
+    assert code == 0, err
+    assert "1024" in out and "0.0000%" in out  # the certificate: optimal
+    code, out, err = run(capfd, "verify", path)
+    assert code == 0, err
+    assert out.strip().endswith("all_gather n=1024 c=1 out-of-place: ok")
