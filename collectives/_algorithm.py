@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from synccl._gcpause import gc_paused
-from synccl.collectives._dsl import ChunkRef, ProgramBuilder
+from synccl.collectives._dsl import ProgramBuilder
+from synccl.collectives._lowering import RefKey
 from synccl.collectives._program import Program
 from synccl.collectives._spec import Buffer, Collective, CollectiveSpec
 from synccl.exceptions import ProgramError
@@ -116,48 +117,51 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     builder = ProgramBuilder(alg.name, spec)
     dests = chunk_destinations(spec)
     final = {(g, r): idx for g, places in dests.items() for r, idx in places}
-    where: dict[tuple[int, int], ChunkRef] = {}  # (chunk, rank) -> current location
+    where: dict[tuple[int, int], RefKey] = {}  # (chunk, rank) -> current location
     for g, places in chunk_sources(spec).items():
         for r, idx in places:
-            where[g, r] = builder.ref(r, Buffer.INPUT, idx, 1)
+            where[g, r] = builder.ref(r, Buffer.INPUT, idx, 1)._key()
     scratch = [0] * spec.nranks
 
-    def writable(g: int, r: int) -> ChunkRef:
+    def writable(g: int, r: int) -> RefKey:
         """Where rank r keeps chunk g: its output slot if it has one, else fresh scratch."""
-        if (g, r) in final:
-            return builder.ref(r, Buffer.OUTPUT, final[g, r], 1)
+        slot = final.get((g, r))
+        if slot is not None:
+            return (r, Buffer.OUTPUT, slot, 1)
         current = where.get((g, r))
-        if current is not None and current.buffer is Buffer.SCRATCH:
+        if current is not None and current[1] is Buffer.SCRATCH:
             return current
         scratch[r] += 1
-        return builder.ref(r, Buffer.SCRATCH, scratch[r] - 1, 1)
+        return (r, Buffer.SCRATCH, scratch[r] - 1, 1)
 
+    # The references made here are in bounds by construction (output slots of the spec, fresh
+    # scratch), so operations are recorded without a ChunkRef each (see ProgramBuilder.operation).
     for s, step in enumerate(alg.steps):
         for t in step.transfers:
-            if (t.chunk, t.src) not in where:
+            source = where.get((t.chunk, t.src))
+            if source is None:
                 raise ProgramError(
                     f"algorithm {alg.name!r} step {s}: rank {t.src} does not hold chunk {t.chunk} when it sends it to rank {t.dst}"
                 )
-            if not 0 <= t.dst < spec.nranks or t.dst == t.src:
+            if not isinstance(t.dst, int) or not 0 <= t.dst < spec.nranks or t.dst == t.src:
                 raise ProgramError(f"algorithm {alg.name!r} step {s}: bad destination rank {t.dst!r} for chunk {t.chunk}")
-            source = where[t.chunk, t.src]
             if t.reduce:
-                if (t.chunk, t.dst) not in where:
+                mine = where.get((t.chunk, t.dst))
+                if mine is None:
                     raise ProgramError(f"algorithm {alg.name!r} step {s}: rank {t.dst} has no partial of chunk {t.chunk} to reduce into")
-                mine = where[t.chunk, t.dst]
-                target = mine if mine.buffer is not Buffer.INPUT or spec.inplace else writable(t.chunk, t.dst)
-                where[t.chunk, t.dst] = mine.reduce(source, into=target, lane=t.lane, step=s)
+                target = mine if mine[1] is not Buffer.INPUT or spec.inplace else writable(t.chunk, t.dst)
+                builder.operation("reduce", source, target, local=mine, lane=t.lane, step=s)
             else:
                 target = writable(t.chunk, t.dst)
-                where[t.chunk, t.dst] = source.copy(target.rank, target.buffer, target.index, lane=t.lane, step=s)
+                builder.operation("copy", source, target, lane=t.lane, step=s)
+            where[t.chunk, t.dst] = target
     # Chunks that end where they started (e.g. a rank's own allgather slot) still need their copy;
     # it is ordered after the last step so that it never holds up a channel's sends.
     for (g, r), idx in final.items():
         held = where.get((g, r))
         if held is None:
             continue  # the verifier reports the missing chunk with its location
-        out = builder.ref(r, Buffer.OUTPUT, idx, 1)
-        if spec.resolve(r, held.buffer, held.index) != spec.resolve(r, Buffer.OUTPUT, idx):
-            held.copy(r, Buffer.OUTPUT, idx, step=len(alg.steps))
-            where[g, r] = out
+        if spec.resolve(r, held[1], held[2]) != spec.resolve(r, Buffer.OUTPUT, idx):
+            builder.operation("copy", held, (r, Buffer.OUTPUT, idx, 1), step=len(alg.steps))
+            where[g, r] = (r, Buffer.OUTPUT, idx, 1)
     return builder.build(check=check)
