@@ -206,8 +206,8 @@ def _slice(ref: RefKey, slices: dict[tuple[Buffer, int, int], Slice]) -> Slice:
 
 
 def _instructions(op: OpRecord, depth: int, slices: dict[tuple[Buffer, int, int], Slice]) -> list[_Ins]:
+    """The op's instructions: its send and its receive, or the one local copy or reduction."""
     src_rank, dst_rank = op.src[0], op.dst[0]
-
     if src_rank == dst_rank:
         if op.kind == "copy":
             return [_Ins(Op.COPY, src_rank, _slice(op.src, slices), _slice(op.dst, slices), (depth, 1, op.seq), op, pinned=op.send_channel)]
