@@ -120,7 +120,7 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     where: dict[tuple[int, int], RefKey] = {}  # (chunk, rank) -> current location
     for g, places in chunk_sources(spec).items():
         for r, idx in places:
-            where[g, r] = builder.ref(r, Buffer.INPUT, idx, 1)._key()
+            where[g, r] = (r, Buffer.INPUT, idx, 1)
     scratch = [0] * spec.nranks
 
     def writable(g: int, r: int) -> RefKey:
@@ -134,8 +134,8 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
         scratch[r] += 1
         return (r, Buffer.SCRATCH, scratch[r] - 1, 1)
 
-    # The references made here are in bounds by construction (output slots of the spec, fresh
-    # scratch), so operations are recorded without a ChunkRef each (see ProgramBuilder.operation).
+    # The references made here are in bounds by construction (the spec's input and output slots,
+    # fresh scratch), so operations are recorded without a ChunkRef each (see ProgramBuilder.operation).
     for s, step in enumerate(alg.steps):
         for t in step.transfers:
             source = where.get((t.chunk, t.src))

@@ -264,8 +264,7 @@ def from_msccl_xml(
     if len(text) > MAX_XML_BYTES:
         raise XmlError(f"{source} is larger than the {format_size(MAX_XML_BYTES)} limit of MSCCL XML files")
     reader = _Reader(source)
-    algo, ranks, sizes = _stream(text, reader)
-    nranks = reader.int(algo, "ngpus", low=1)
+    algo, nranks, ranks, sizes = _stream(text, reader)
     coll_attr = reader.text(algo, "coll")
     inplace = reader.flag(algo, "inplace", default=False)
     outofplace = reader.flag(algo, "outofplace", default=not inplace)
@@ -355,9 +354,9 @@ def _infer(source: str, meta: dict, nranks: int, sizes: dict[int, tuple[int, int
     raise XmlError(f"{source}: <algo coll='custom'>: the program implements {what}; pass collective= if it is meant to be one")
 
 
-def _stream(text: bytes, reader: _Reader) -> tuple[Element, list[RankProgram], dict[int, tuple[int, int]]]:
-    """Parse incrementally: the ``<algo>`` element, each ``<gpu>`` read into a RankProgram as soon
-    as it ends (then dropped), and every gpu's declared ``(i_chunks, o_chunks)``.
+def _stream(text: bytes, reader: _Reader) -> tuple[Element, int, list[RankProgram], dict[int, tuple[int, int]]]:
+    """Parse incrementally: the ``<algo>`` element and its ``ngpus``, each ``<gpu>`` read into a
+    RankProgram as soon as it ends (then dropped), and every gpu's declared ``(i_chunks, o_chunks)``.
 
     A 1,024-rank schedule is a quarter of a gigabyte of XML; holding its whole element tree
     would take gigabytes more, so only one ``<gpu>`` subtree is in memory at a time.
@@ -398,7 +397,7 @@ def _stream(text: bytes, reader: _Reader) -> tuple[Element, list[RankProgram], d
         raise XmlError(f"{source}: no <algo> element (found <{root.tag if root is not None else ''}>)")
     if gpus != nranks:
         raise XmlError(f"{source}: <algo ngpus={nranks!r}> but {gpus} <gpu> elements")
-    return algo, ranks, sizes
+    return algo, nranks, ranks, sizes
 
 
 def _read_gpu(reader: _Reader, gpu: Element, rank: int, nranks: int) -> RankProgram:

@@ -54,6 +54,7 @@ def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: 
     steps: dict[int, list[Transfer]] = defaultdict(list)
     offset = 0
     host = [packing.topology.host_of(r) or 0 for r in range(base.nranks)]
+    lane_of = [[(offset + h) % lanes for h in host] for offset in range(lanes)]  # tree i: lane_of[i % lanes][rank]
     for phase in packing.phases:
         next_chunk: dict[int, int] = defaultdict(int)
         last = -1
@@ -61,7 +62,7 @@ def packing_algorithm(packing: TreePacking, *, inplace: bool = False, pipeline: 
             first = next_chunk[tree.root]
             next_chunk[tree.root] += tree.chunks * pipeline
             chunks = [_global_chunk(spec, per_root, tree.root, first + q) for q in range(tree.chunks * pipeline)]
-            for step, transfer in _tree_transfers(tree, chunks, reduce=phase.direction == "in", lanes=[(index + h) % lanes for h in host]):
+            for step, transfer in _tree_transfers(tree, chunks, reduce=phase.direction == "in", lanes=lane_of[index % lanes]):
                 steps[offset + step].append(transfer)
                 last = max(last, offset + step)
         offset = last + 1
