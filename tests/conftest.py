@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -124,14 +125,24 @@ def no_leftover_segments():
     assert our_segments() - before == set()
 
 
+def raised_by_rank(stdout: str) -> dict[int, tuple[float, str]]:
+    """A failure worker's reports ``RANK r RAISED <seconds> <message>``: rank -> (seconds, message).
+
+    Two ranks' reports may share a line of the merged output: a report ends where the next begins.
+    """
+    found = re.findall(r"RANK (\d+) RAISED ([0-9.]+) (.*?)(?=RANK \d+ |\n|$)", stdout)
+    return {int(r): (float(t), msg) for r, t, msg in found}
+
+
 @pytest.fixture
 def jobs():
-    """The launchers, for tests (pytest's importlib mode keeps conftest out of imports)."""
+    """The launchers, and the parser of failure reports, for tests (pytest's importlib mode keeps conftest out of imports)."""
 
     class Jobs:
         mpiexec = staticmethod(run_mpiexec)
         torchrun = staticmethod(run_torchrun)
         spawn = staticmethod(spawn_with_torch_env)
         segments = staticmethod(our_segments)
+        raised = staticmethod(raised_by_rank)
 
     return Jobs

@@ -28,20 +28,15 @@ def test_dispatch_and_combine_match_the_reference(jobs, n, local_size, no_leftov
     assert all(int(cases) == 144 and failed == "0" for _, cases, failed in results)
 
 
-def _raised(stdout: str) -> dict[int, tuple[float, str]]:
-    found = re.findall(r"RANK (\d+) RAISED ([0-9.]+) (.*?)(?=RANK \d+ |\n|$)", stdout)
-    return {int(r): (float(t), msg) for r, t, msg in found}
-
-
 @pytest.mark.parametrize("scenario, fragment", [("hidden", "ranks disagree on the hidden size"), ("combine_hidden", "ranks disagree on the hidden size")])
 def test_hidden_sizes_that_differ_across_ranks_fail_on_every_rank(jobs, scenario, fragment):
-    raised = _raised(jobs.mpiexec(2, FAILURES, scenario, env={"SYNCCL_TIMEOUT": "20"}, timeout=120).stdout)
+    raised = jobs.raised(jobs.mpiexec(2, FAILURES, scenario, env={"SYNCCL_TIMEOUT": "20"}, timeout=120).stdout)
     assert set(raised) == {0, 1}
     assert all(fragment in message for _, message in raised.values())
 
 
 def test_bad_input_on_one_rank_makes_the_others_raise_at_once(jobs):
-    raised = _raised(jobs.mpiexec(2, FAILURES, "bad_idx", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
+    raised = jobs.raised(jobs.mpiexec(2, FAILURES, "bad_idx", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
     assert "is not an expert of 0..3" in raised[1][1]
     seconds, message = raised[0]
     assert seconds < 5 and "rank 1" in message and "is not an expert" in message
@@ -52,7 +47,7 @@ def test_a_dying_rank_makes_the_others_raise_naming_it(jobs, no_leftover_segment
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert procs[1].returncode == 3
     for rank in (0, 2):
-        seconds, message = _raised(outputs[rank])[rank]
+        seconds, message = jobs.raised(outputs[rank])[rank]
         assert seconds < 5 and "rank 1" in message and "died" in message
 
 

@@ -35,27 +35,21 @@ def test_many_tiles_per_block(jobs):
     _assert_all_ranks_pass(jobs.mpiexec(3, WORKER, env={"SYNCCL_SLICE_BYTES": "256"}, timeout=300), 3)
 
 
-def _raised(stdout: str) -> dict[int, tuple[float, str]]:
-    # Two ranks' lines may share a line of the merged output: a report ends where the next begins.
-    found = re.findall(r"RANK (\d+) RAISED ([0-9.]+) (.*?)(?=RANK \d+ |\n|$)", stdout)
-    return {int(r): (float(t), msg) for r, t, msg in found}
-
-
 def test_shapes_that_differ_across_ranks_raise_on_every_rank_naming_them(jobs):
     proc = jobs.mpiexec(2, FAILURES, "mismatch", env={"SYNCCL_TIMEOUT": "20"}, timeout=120)
-    raised = _raised(proc.stdout)
+    raised = jobs.raised(proc.stdout)
     assert set(raised) == {0, 1}, proc.stdout + proc.stderr[-2000:]
     for _, message in raised.values():
         assert "ranks disagree" in message and "(3, 8)" in message and "(4, 8)" in message
 
 
 def test_a_scatter_dim_that_does_not_split_is_named(jobs):
-    raised = _raised(jobs.mpiexec(2, FAILURES, "scatter_rows", timeout=120).stdout)
+    raised = jobs.raised(jobs.mpiexec(2, FAILURES, "scatter_rows", timeout=120).stdout)
     assert set(raised) == {0, 1} and all("does not split among 2 ranks" in m for _, m in raised.values())
 
 
 def test_bad_input_on_one_rank_makes_the_others_raise_at_once(jobs):
-    raised = _raised(jobs.mpiexec(2, FAILURES, "bad_dim", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
+    raised = jobs.raised(jobs.mpiexec(2, FAILURES, "bad_dim", env={"SYNCCL_TIMEOUT": "30"}, timeout=120).stdout)
     assert "gather_dim 5 does not exist" in raised[1][1]
     seconds, message = raised[0]
     assert seconds < 5 and "rank 1" in message and "gather_dim 5" in message
@@ -63,7 +57,7 @@ def test_bad_input_on_one_rank_makes_the_others_raise_at_once(jobs):
 
 def test_a_compute_step_that_raises_stops_every_peer_quickly(jobs, no_leftover_segments):
     proc = jobs.mpiexec(3, FAILURES, "raise_scatter", env={"SYNCCL_TIMEOUT": "30"}, timeout=120)
-    raised = _raised(proc.stdout)
+    raised = jobs.raised(proc.stdout)
     assert set(raised) == {0, 1, 2}, proc.stdout + proc.stderr[-2000:]
     assert "injected failure in the second block" in raised[1][1]
     for rank in (0, 2):
@@ -76,7 +70,7 @@ def test_a_dying_rank_makes_the_others_raise_naming_it(jobs, no_leftover_segment
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert procs[1].returncode == 3
     for rank in (0, 2):
-        raised = _raised(outputs[rank])
+        raised = jobs.raised(outputs[rank])
         assert rank in raised, outputs[rank]
         seconds, message = raised[rank]
         assert seconds < 5 and "rank 1" in message and "died" in message
