@@ -103,12 +103,19 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
         _fuse(chans, placed, analysis.raw_writer)
         ranks.append(chans)
     _add_dependencies(analysis, placed, [ch for chans in ranks for ch in chans])
-    return Program(
+    program = Program(
         name=name,
         spec=spec,
         ranks=tuple(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]) for rank, chans in enumerate(ranks)),
         protocol=protocol,
     )
+    # A channel lists its instructions and each instruction names its channel: emptying the
+    # lists breaks those cycles, so reference counting frees the working state here rather than
+    # leaving it (19 million objects at 1,024 ranks) to the cyclic collector's next full pass.
+    for chans in ranks:
+        for ch in chans:
+            ch.items = []
+    return program
 
 
 #: ``_Analysis.raw_writer`` values other than an op: no earlier op wrote the source, or several did.

@@ -1,5 +1,7 @@
 """The chunk-level Algorithm form and its lowering to verified Programs."""
 
+import gc
+
 import pytest
 
 from synccl.collectives import Algorithm, CollectiveSpec, Step, Transfer, chunk_destinations, chunk_sources
@@ -12,6 +14,20 @@ def ring_steps(n, *, reduce=False, shift=0):
         Step(tuple(Transfer(g, (g + shift + s) % n, (g + shift + s + 1) % n, reduce) for g in range(n)))
         for s in range(n - 1)
     )
+
+
+def test_lowering_leaves_no_garbage_cycles():
+    # Lowering's working state must be freed by reference counting when it returns: left in
+    # cycles, it was 19 million objects at 1,024 ranks, freed seconds later by the collector.
+    alg = Algorithm("rs", CollectiveSpec("reduce_scatter", 4), ring_steps(4, reduce=True, shift=1))
+    gc.collect()
+    gc.disable()
+    try:
+        program = alg.to_program(check=False)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert program.nranks == 4
 
 
 @pytest.mark.parametrize("inplace", [False, True])
