@@ -21,6 +21,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal
 
 from synccl._gcpause import gc_paused
@@ -97,25 +98,23 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
         for ins in instructions:
             per_rank[ins.rank].append(ins)
     pairs = _forwarding_pairs(ops, analysis.raw_writer)
-    ranks = []
+    # Each rank is finished in one go -- channels, fusion, dependencies, frozen instructions --
+    # while its few thousand instructions are in the CPU's caches: a pass over all ranks' millions
+    # per stage spent most of its time waiting for memory. A rank's stages only look at its own
+    # instructions (conflicts are between ops on the same rank), so the order is safe.
+    by_key = attrgetter("key")
+    rank_programs = []
     for rank in range(spec.nranks):
-        chans = _assign_channels(rank, sorted(per_rank[rank], key=lambda i: i.key), pairs.get(rank, Counter()), analysis.local_preds, placed)
+        chans = _assign_channels(rank, sorted(per_rank[rank], key=by_key), pairs.get(rank, Counter()), analysis.local_preds, placed)
         _fuse(chans, placed, analysis.raw_writer)
-        ranks.append(chans)
-    _add_dependencies(analysis, placed, [ch for chans in ranks for ch in chans])
-    program = Program(
-        name=name,
-        spec=spec,
-        ranks=tuple(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]) for rank, chans in enumerate(ranks)),
-        protocol=protocol,
-    )
-    # A channel lists its instructions and each instruction names its channel: emptying the
-    # lists breaks those cycles, so reference counting frees the working state here rather than
-    # leaving it (19 million objects at 1,024 ranks) to the cyclic collector's next full pass.
-    for chans in ranks:
+        _add_dependencies(rank, analysis.hazards[rank], placed, chans)
+        rank_programs.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
+        # A channel lists its instructions and each instruction names its channel: emptying the
+        # lists breaks those cycles, so reference counting frees the working state as it goes
+        # rather than leaving it (19 million objects at 1,024 ranks) to the cyclic collector.
         for ch in chans:
             ch.items = []
-    return program
+    return Program(name=name, spec=spec, ranks=tuple(rank_programs), protocol=protocol)
 
 
 #: ``_Analysis.raw_writer`` values other than an op: no earlier op wrote the source, or several did.
@@ -126,15 +125,15 @@ _NO_WRITER, _SEVERAL_WRITERS = -1, -2
 class _Analysis:
     """What lowering learns from the ops in program order, indexed by op seq.
 
-    ``hazards`` holds the conflicts ``(earlier op, later op, rank)`` as consecutive triples --
-    millions at a thousand ranks, hence machine integers rather than tuples (a conflict may
-    appear twice; that changes nothing).
+    ``hazards[rank]`` holds the conflicts on ``rank`` as consecutive pairs ``earlier op, later
+    op`` -- millions at a thousand ranks, hence machine integers rather than tuples (a conflict
+    may appear twice; that changes nothing).
     """
 
     depth: list[int]
     raw_writer: list[int]  # the one op that wrote an op's source, or _NO_WRITER / _SEVERAL_WRITERS
     local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
-    hazards: array = field(default_factory=lambda: array("q"))
+    hazards: list[array]
 
 
 class _Placed:
@@ -155,27 +154,38 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
         if op.seq != k:
             raise ProgramError(f"lowering: operation {k} has seq {op.seq}; operations must be numbered in order")
     n = len(ops)
-    out = _Analysis(depth=[0] * n, raw_writer=[_NO_WRITER] * n, local_preds={})
-    depth, raw_writer, hazards = out.depth, out.raw_writer, out.hazards
+    out = _Analysis(depth=[0] * n, raw_writer=[_NO_WRITER] * n, local_preds={}, hazards=[array("q") for _ in locations.bases])
+    depth, raw_writer, hazards, local_preds = out.depth, out.raw_writer, out.hazards, out.local_preds
     last_writer: dict[int, int] = {}
     readers: dict[int, list[int]] = {}  # readers since the last write
-    writer_of, pop_readers, bases = last_writer.get, readers.pop, locations.bases
+    writer_of, readers_of, pop_readers, bases = last_writer.get, readers.get, readers.pop, locations.bases
     for op in ops:
         seq = op.seq
         src_rank, src_buffer, src_index, size = op.src
         dst_rank, dst_buffer, dst_index, _ = op.dst
         source = bases[src_rank][src_buffer] + src_index
         dest = bases[dst_rank][dst_buffer] + dst_index
-        reads = range(source, source + size)
-        on_src = [w for w in map(writer_of, reads) if w is not None]  # earlier ops this one conflicts with on its source rank
+        # The locations the op reads and writes (one of each for the usual one-chunk op).
+        reads = (source,) if size == 1 else range(source, source + size)
+        writes = (dest,) if size == 1 else range(dest, dest + size)
+        on_src: list[int] = []  # earlier ops this one conflicts with on its source rank
+        for loc in reads:
+            writer = writer_of(loc)
+            if writer is not None:
+                on_src.append(writer)
         if on_src:
-            raw_writer[seq] = on_src[0] if on_src.count(on_src[0]) == len(on_src) else _SEVERAL_WRITERS
-        on_dst = []  # ... and on its destination rank
+            first = on_src[0]
+            raw_writer[seq] = first if on_src.count(first) == len(on_src) else _SEVERAL_WRITERS
+        on_dst: list[int] = []  # ... and on its destination rank
         if op.local is not None:
             local = bases[op.local[0]][op.local[1]] + op.local[2]
-            on_dst = [w for w in map(writer_of, range(local, local + size)) if w is not None]
-            reads = (*reads, *range(local, local + size))
-        for loc in range(dest, dest + size):
+            local_reads = (local,) if size == 1 else range(local, local + size)
+            for loc in local_reads:
+                writer = writer_of(loc)
+                if writer is not None:
+                    on_dst.append(writer)
+            reads = (*reads, *local_reads)
+        for loc in writes:
             writer = writer_of(loc)
             if writer is not None:
                 on_dst.append(writer)
@@ -183,24 +193,30 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
             if earlier_readers:
                 on_dst.extend(earlier_readers)
         for loc in reads:
-            known = readers.get(loc)
+            known = readers_of(loc)
             if known is None:
                 readers[loc] = [seq]
             else:
                 known.append(seq)
-        for loc in range(dest, dest + size):
+        for loc in writes:
             last_writer[loc] = seq
             pop_readers(loc, None)
-        if on_src or on_dst:
-            depth[seq] = max(op.step, 1 + max(map(depth.__getitem__, on_src + on_dst)))
+        d = op.step  # the depth: past every conflicting op's, and no earlier than the requested step
+        if on_src:
+            note = hazards[src_rank].extend
             for p in on_src:
-                hazards.extend((p, seq, src_rank))
+                note((p, seq))
+                if depth[p] >= d:
+                    d = depth[p] + 1
+        if on_dst:
+            note = hazards[dst_rank].extend
             for p in on_dst:
-                hazards.extend((p, seq, dst_rank))
-            if src_rank == dst_rank:
-                out.local_preds[seq] = on_src + on_dst
-        else:
-            depth[seq] = op.step
+                note((p, seq))
+                if depth[p] >= d:
+                    d = depth[p] + 1
+        depth[seq] = d
+        if src_rank == dst_rank and (on_src or on_dst):
+            local_preds[seq] = on_src + on_dst
     return out
 
 
@@ -345,15 +361,14 @@ def _fuse(chans: list[_Chan], placed: _Placed, raw_writer: list[int]) -> None:
         ch.items = merged
 
 
-def _add_dependencies(analysis: _Analysis, placed: _Placed, chans: list[_Chan]) -> None:
-    """Turn conflicts between instructions on different channels into dependencies."""
+def _add_dependencies(rank: int, hazards: array, placed: _Placed, chans: list[_Chan]) -> None:
+    """Turn ``rank``'s conflicts between instructions on different channels into dependencies."""
     for ch in chans:
         for k, ins in enumerate(ch.items):
             ins.slot = k
-    hazards = analysis.hazards
-    for k in range(0, len(hazards), 3):
-        p, s, rank = hazards[k], hazards[k + 1], hazards[k + 2]
-        before, after = placed.on(p, rank), placed.on(s, rank)
+    on = placed.on
+    for k in range(0, len(hazards), 2):
+        before, after = on(hazards[k], rank), on(hazards[k + 1], rank)
         if before is after or before.channel is after.channel:
             continue
         cid = before.channel.id
@@ -378,15 +393,20 @@ def _freeze(ch: _Chan, made: dict[tuple, Instruction]) -> Channel:
     lanes = {c[1] for c in (ch.send_conn, ch.recv_conn) if c is not None}
     if len(lanes) > 1:
         raise ProgramError(f"channel {ch.id}: send and receive connections use different lanes {sorted(lanes)}")
-    instructions = tuple([_frozen(i, made) for i in ch.items])
-    return Channel(ch.id, send, recv, instructions, lanes.pop() if lanes else 0)
-
-
-def _frozen(ins: _Ins, made: dict[tuple, Instruction]) -> Instruction:
-    """The immutable instruction, shared through ``made`` with every equal one (slices are shared already)."""
-    deps = tuple(sorted(ins.deps.items())) if ins.deps else ()
-    key = (ins.op, id(ins.src), id(ins.dst), deps)
-    found = made.get(key)
-    if found is None:
-        found = made[key] = Instruction(ins.op, ins.src, ins.dst, tuple(Dependency(c, k) for c, k in deps))
-    return found
+    # Equal instructions are made once and shared through ``made`` (their slices are shared
+    # already, so identities make the key); this runs once per instruction, millions of times.
+    instructions = []
+    append, lookup = instructions.append, made.get
+    for ins in ch.items:
+        deps = ins.deps
+        if deps:
+            waits = tuple(sorted(deps.items())) if len(deps) > 1 else tuple(deps.items())
+            key = (ins.op, id(ins.src), id(ins.dst), waits)
+        else:
+            waits = ()
+            key = (ins.op, id(ins.src), id(ins.dst))
+        found = lookup(key)
+        if found is None:
+            found = made[key] = Instruction(ins.op, ins.src, ins.dst, tuple([Dependency(c, k) for c, k in waits]))
+        append(found)
+    return Channel(ch.id, send, recv, tuple(instructions), lanes.pop() if lanes else 0)
