@@ -7,7 +7,7 @@ interpreter replays it over numpy arrays; both walk the order :func:`schedule` f
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
@@ -102,12 +102,15 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
     connections = list(ids)
     queues: list[deque[tuple[int, int]]] = [deque() for _ in connections]  # pending (event position, ordinal)
     sent = [0] * len(connections)
-    waiting_dep: dict[tuple[int, int], list[int]] = defaultdict(list)  # (channel, instruction) -> waiting channels
-    waiting_msg: dict[int, list[int]] = defaultdict(list)  # connection id -> ...
-    waiting_room: dict[int, list[int]] = defaultdict(list)
+    # Blocked channels, by what they wait for: an instruction of a channel, a message on a
+    # connection, room on a connection.
+    waiting_dep: list[dict[int, list[int]]] = [{} for _ in channels]  # channel -> {instruction: waiting channels}
+    waiting_msg: list[list[int]] = [[] for _ in connections]  # connection id -> waiting channels
+    waiting_room: list[list[int]] = [[] for _ in connections]
     events: list[Event] = []
     ready = deque(range(len(channels)))
     semantics = OP_SEMANTICS
+    make_event = tuple.__new__  # Event(...) without the named tuple's Python-level __new__: one per instruction
 
     def blocker(k: int) -> tuple[str, object] | None:
         rank, ch = channels[k]
@@ -128,36 +131,51 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
         instructions, recv_on_channel, send_on_channel = ch.instructions, recv_conns[k], send_conns[k]
         inbox = queues[recv_id[k]] if recv_id[k] >= 0 else deque()
         outbox = queues[send_id[k]] if send_id[k] >= 0 else None
+        waiting_here = waiting_dep[k]
         at = position[k]
         while at < len(instructions):
             ins = instructions[at]
             sem = semantics[ins.op]
-            # The common case -- no dependencies, a message waiting, no bound on messages -- needs no blocker().
-            if ins.deps or capacity is not None or (sem.receives and not inbox):
+            # The common case -- dependencies met, a message waiting, no bound on messages -- needs no blocker().
+            deps_met = True
+            if ins.deps:
+                base, channels_here = first[rank], width[rank]
+                for dep in ins.deps:
+                    if not 0 <= dep.channel < channels_here or position[base + dep.channel] <= dep.instruction:
+                        deps_met = False
+                        break
+            if not deps_met or capacity is not None or (sem.receives and not inbox):
                 why = blocker(k)
                 if why is not None:
                     kind, what = why
                     if kind == "dep":
-                        what = (first[what[0]] + what[1], what[2]) if 0 <= what[1] < width[rank] else None
-                    if what is not None:
-                        {"dep": waiting_dep, "msg": waiting_msg, "room": waiting_room}[kind][what].append(k)
+                        if 0 <= what[1] < width[rank]:  # else it stalls for good
+                            waiting_dep[first[what[0]] + what[1]].setdefault(what[2], []).append(k)
+                    elif what >= 0:  # a receive on a channel with no receive peer stalls for good
+                        (waiting_msg if kind == "msg" else waiting_room)[what].append(k)
                     break
             matched = message = None
             if sem.receives:
                 matched, message = inbox.popleft()
-                if waiting_room:
-                    ready.extend(waiting_room.pop(recv_id[k], ()))
-            events.append(Event(rank, ch.id, at, ins, send_on_channel if sem.sends else None, recv_on_channel if sem.receives else None, matched, message))
+                if capacity is not None and waiting_room[recv_id[k]]:
+                    ready.extend(waiting_room[recv_id[k]])
+                    waiting_room[recv_id[k]].clear()
+            events.append(
+                make_event(Event, (rank, ch.id, at, ins, send_on_channel if sem.sends else None, recv_on_channel if sem.receives else None, matched, message))
+            )
             if sem.sends:
                 conn = send_id[k]
                 outbox.append((len(events) - 1, sent[conn]))
                 sent[conn] += 1
-                if waiting_msg:
-                    ready.extend(waiting_msg.pop(conn, ()))
+                if waiting_msg[conn]:
+                    ready.extend(waiting_msg[conn])
+                    waiting_msg[conn].clear()
+            if waiting_here:
+                woken = waiting_here.pop(at, None)
+                if woken:
+                    ready.extend(woken)
             at += 1
             position[k] = at
-            if waiting_dep:
-                ready.extend(waiting_dep.pop((k, at - 1), ()))
 
     stalls = []
     for k, (rank, ch) in enumerate(channels):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from synccl._gcpause import gc_paused
 from synccl.collectives._contributions import Bits, common, members, of_ranks, single, union
@@ -35,6 +36,8 @@ __all__ = ["verify", "check", "VerificationReport"]
 
 Value = Bits | None
 _MAX_VIOLATIONS = 50
+_COMPUTE_OPS = frozenset(op for op, sem in OP_SEMANTICS.items() if sem.computes)
+_op_of = attrgetter("op")  # mapped over a channel's instructions in C rather than looped over in Python
 #: Programs proven in this process, by id: (a weak reference to the Program, its report).
 _PROVEN: dict[int, tuple[weakref.ref, VerificationReport]] = {}
 
@@ -140,7 +143,7 @@ def _check_rank_channels(program: Program, rank: int, passed: set[tuple[int, boo
     inplace = program.spec.inplace
     lengths = [len(c.instructions) for c in rp.channels]
     for pos, ch in enumerate(rp.channels):
-        if (ch.send_peer is not None or ch.recv_peer is not None) and any(ins.op.semantics.computes for ins in ch.instructions):
+        if (ch.send_peer is not None or ch.recv_peer is not None) and not _COMPUTE_OPS.isdisjoint(map(_op_of, ch.instructions)):
             yield Violation("structure", "compute steps (produce, consume) run on a channel with no peers (the rank's compute stream)", rank=rank, channel=ch.id)
         if ch.id != pos:
             yield Violation("structure", f"channel ids must be 0..{len(rp.channels) - 1} in order; position {pos} has id {ch.id}", rank=rank, channel=ch.id)
@@ -291,6 +294,7 @@ class _RaceDetector:
 
     def __init__(self, program: Program, sched: Schedule, locations: ChunkLocations) -> None:
         self.locations = locations
+        self.bases = locations.bases
         self.events = sched.events
         self.clock: list[list[dict[int, int]]] = [[{} for _ in rp.channels] for rp in program.ranks]  # channel -> instructions passed or waited for
         self.last_write: dict[int, tuple[int, int, int]] = {}  # location -> (channel, seq, event pos)
@@ -306,19 +310,24 @@ class _RaceDetector:
                 vc[dep.channel] = dep.instruction + 1
         vc[me] = index + 1
         sem = OP_SEMANTICS[ins.op]
+        bases = self.bases[rank]
         if sem.reads_src:
-            self._access(pos, ev, vc, ins.src, False)
-        if sem.reads_dst:
-            self._access(pos, ev, vc, ins.dst, False)
-        if sem.writes_dst:
-            self._access(pos, ev, vc, ins.dst, True)
+            src = ins.src
+            self._access(pos, ev, vc, bases[src.buffer] + src.index, src.count, False)
+        if sem.reads_dst or sem.writes_dst:
+            dst = ins.dst
+            start = bases[dst.buffer] + dst.index
+            if sem.reads_dst:
+                self._access(pos, ev, vc, start, dst.count, False)
+            if sem.writes_dst:
+                self._access(pos, ev, vc, start, dst.count, True)
 
-    def _access(self, pos: int, ev: Event, vc: dict[int, int], where: Slice, write: bool) -> None:
-        rank, me = ev[0], ev[1]
+    def _access(self, pos: int, ev: Event, vc: dict[int, int], start: int, count: int, write: bool) -> None:
+        """Check and record ``ev``'s access to the ``count`` locations from ``start``."""
+        me = ev[1]
         seq = ev[2] + 1
-        start = self.locations.base(rank, where.buffer) + where.index
         last_write, reads = self.last_write, self.reads
-        for loc in range(start, start + where.count):
+        for loc in (start,) if count == 1 else range(start, start + count):
             prior = last_write.get(loc)
             if prior is not None and prior[0] != me and vc.get(prior[0], 0) < prior[1] and not self._reaches(prior[2], pos):
                 self._race(ev, loc, self.events[prior[2]], "writes", write)
@@ -435,12 +444,19 @@ class _SymbolicMachine:
     def __init__(self, program: Program, locations: ChunkLocations) -> None:
         self.program = program
         self.locations = locations
+        self.bases = locations.bases
         spec = program.spec
         n = spec.nranks
         self.memory: dict[int, Value] = {}
         self.writer: dict[int, Event] = {}
-        # A rank that computes its input (PRODUCE) starts with it uninitialized.
-        producers = {rank for rank, _, _, ins in program.instructions() if ins.op is Op.PRODUCE}
+        # A rank that computes its input (PRODUCE) starts with it uninitialized. Compute steps
+        # run on channels with no peers (the structure check saw to it), so only those are read.
+        producers = {
+            rp.rank
+            for rp in program.ranks
+            for ch in rp.channels
+            if ch.send_peer is None and ch.recv_peer is None and Op.PRODUCE in map(_op_of, ch.instructions)
+        }
         for rank in range(n):
             if rank not in producers:
                 base = locations.base(rank, Buffer.INPUT)
@@ -451,15 +467,19 @@ class _SymbolicMachine:
         self.violations: list[Violation] = []
 
     def read(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
-        start = self.locations.base(rank, where.buffer) + where.index
+        start = self.bases[rank][where.buffer] + where.index
         if where.count == 1:
             return (self.memory.get(start),)
         get = self.memory.get
         return tuple(get(loc) for loc in range(start, start + where.count))
 
     def write(self, event: Event, rank: int, where: Slice, value: tuple[Value, ...]) -> None:
-        start = self.locations.base(rank, where.buffer) + where.index
+        start = self.bases[rank][where.buffer] + where.index
         memory, writer = self.memory, self.writer
+        if len(value) == 1:
+            memory[start] = value[0]
+            writer[start] = event
+            return
         for loc, v in enumerate(value, start):
             memory[loc] = v
             writer[loc] = event
