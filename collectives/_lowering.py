@@ -61,7 +61,7 @@ class _Ins:
     rank: int
     src: Slice | None
     dst: Slice | None
-    key: tuple[int, int, int]
+    key: int  # program order: (depth, send before receive, op seq) as one integer, which sorts faster and is smaller than the tuple
     record: OpRecord
     send_conn: _Conn | None = None
     recv_conn: _Conn | None = None
@@ -88,15 +88,20 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     # Equal slices and equal instructions are made once and shared (they are
     # immutable): at a thousand ranks most are repeated on many ranks, and sharing saves both
     # the time to build them and gigabytes.
-    slices: dict[tuple[Buffer, int, int], Slice] = {}
+    slices = _Slices()
+    conns: dict[_Conn, _Conn] = {}
     made: dict[tuple, Instruction] = {}
     placed = _Placed(ops)
     per_rank: list[list[_Ins]] = [[] for _ in range(spec.nranks)]
+    at_src, at_dst, depth, nops = placed.at_src, placed.at_dst, analysis.depth, len(ops)
     for op in ops:
-        instructions = _instructions(op, analysis.depth[op.seq], slices)
-        placed.at_src[op.seq], placed.at_dst[op.seq] = instructions[0], instructions[-1]
-        for ins in instructions:
-            per_rank[ins.rank].append(ins)
+        seq = op.seq
+        instructions = _instructions(op, depth[seq], nops, slices, conns)
+        first, last = instructions[0], instructions[-1]
+        at_src[seq], at_dst[seq] = first, last
+        per_rank[first.rank].append(first)
+        if last is not first:
+            per_rank[last.rank].append(last)
     pairs = _forwarding_pairs(ops, analysis.raw_writer)
     # Each rank is finished in one go -- channels, fusion, dependencies, frozen instructions --
     # while its few thousand instructions are in the CPU's caches: a pass over all ranks' millions
@@ -220,33 +225,43 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
     return out
 
 
-def _slice(ref: RefKey, slices: dict[tuple[Buffer, int, int], Slice]) -> Slice:
-    key = ref[1:]
-    found = slices.get(key)
-    if found is None:
-        found = slices[key] = Slice(*key)
-    return found
+class _Slices(dict[tuple[Buffer, int, int], Slice]):
+    """``table[buffer, index, count]`` is the one shared Slice of those chunks, made on first use.
+
+    A dict subclass so that the lookup, made for every operand of millions of instructions,
+    stays in C when the slice exists.
+    """
+
+    def __missing__(self, key: tuple[Buffer, int, int]) -> Slice:
+        found = self[key] = Slice(*key)
+        return found
 
 
-def _instructions(op: OpRecord, depth: int, slices: dict[tuple[Buffer, int, int], Slice]) -> list[_Ins]:
-    """The op's instructions: its send and its receive, or the one local copy or reduction."""
+def _instructions(op: OpRecord, depth: int, nops: int, slices: _Slices, conns: dict[_Conn, _Conn]) -> list[_Ins]:
+    """The op's instructions: its send and its receive, or the one local copy or reduction.
+
+    Their keys order them by depth, then sends before receives, then op (``nops`` ops in all);
+    connections are shared through ``conns``, as slices are through ``slices``.
+    """
     src_rank, dst_rank = op.src[0], op.dst[0]
+    sending, receiving = depth * 2 * nops + op.seq, (depth * 2 + 1) * nops + op.seq
     if src_rank == dst_rank:
         if op.kind == "copy":
-            return [_Ins(Op.COPY, src_rank, _slice(op.src, slices), _slice(op.dst, slices), (depth, 1, op.seq), op, pinned=op.send_channel)]
-        return [_Ins(Op.REDUCE, src_rank, _slice(op.src, slices), _slice(op.dst, slices), (depth, 1, op.seq), op, pinned=op.send_channel)]
-    send = _Ins(Op.SEND, src_rank, _slice(op.src, slices), None, (depth, 0, op.seq), op, send_conn=(dst_rank, op.lane), pinned=op.send_channel)
+            return [_Ins(Op.COPY, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)]
+        return [_Ins(Op.REDUCE, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)]
+    to, by = (dst_rank, op.lane), (src_rank, op.lane)
+    send = _Ins(Op.SEND, src_rank, slices[op.src[1:]], None, sending, op, send_conn=conns.setdefault(to, to), pinned=op.send_channel)
     if op.kind == "copy":
-        recv = _Ins(Op.RECV, dst_rank, None, _slice(op.dst, slices), (depth, 1, op.seq), op, recv_conn=(src_rank, op.lane), pinned=op.recv_channel)
+        recv = _Ins(Op.RECV, dst_rank, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
     else:
         recv = _Ins(
             Op.RECV_REDUCE_COPY,
             dst_rank,
-            _slice(op.local, slices),
-            _slice(op.dst, slices),
-            (depth, 1, op.seq),
+            slices[op.local[1:]],
+            slices[op.dst[1:]],
+            receiving,
             op,
-            recv_conn=(src_rank, op.lane),
+            recv_conn=conns.setdefault(by, by),
             pinned=op.recv_channel,
         )
     return [send, recv]
