@@ -91,14 +91,12 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     slices = _Slices()
     conns: dict[_Conn, _Conn] = {}
     made: dict[tuple, Instruction] = {}
-    placed = _Placed(ops)
     per_rank: list[list[_Ins]] = [[] for _ in range(spec.nranks)]
-    at_src, at_dst, depth, nops = placed.at_src, placed.at_dst, analysis.depth, len(ops)
+    depth, nops = analysis.depth, len(ops)
     for op in ops:
         seq = op.seq
         instructions = _instructions(op, depth[seq], nops, slices, conns)
         first, last = instructions[0], instructions[-1]
-        at_src[seq], at_dst[seq] = first, last
         per_rank[first.rank].append(first)
         if last is not first:
             per_rank[last.rank].append(last)
@@ -110,20 +108,15 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     by_key = attrgetter("key")
     rank_programs = []
     for rank in range(spec.nranks):
-        chans = _assign_channels(rank, sorted(per_rank[rank], key=by_key), pairs.get(rank, Counter()), analysis.local_preds, placed)
+        items = sorted(per_rank[rank], key=by_key)
+        placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
+        chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
         _fuse(chans, placed, analysis.raw_writer)
-        _add_dependencies(rank, analysis.hazards[rank], placed, chans)
+        _add_dependencies(analysis.hazards[rank], placed, chans)
         rank_programs.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
-        # The rank's working state is freed here, and its memory serves the next ranks: the
-        # instruction tables let go of it, and emptying the channels breaks the cycles between
-        # channels and instructions, which would leave 19 million objects at 1,024 ranks to the
-        # cyclic collector.
-        for ins in per_rank[rank]:
-            record = ins.record
-            if record.src[0] == rank:
-                at_src[record.seq] = None
-            if record.dst[0] == rank:
-                at_dst[record.seq] = None
+        # The rank's working state is freed here, and its memory serves the next ranks; emptying
+        # the channels breaks the cycles between channels and instructions, which would leave
+        # 19 million objects at 1,024 ranks to the cyclic collector.
         per_rank[rank] = []
         analysis.hazards[rank] = array("q")
         for ch in chans:
@@ -148,18 +141,6 @@ class _Analysis:
     raw_writer: list[int]  # the one op that wrote an op's source, or _NO_WRITER / _SEVERAL_WRITERS
     local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
     hazards: list[array]
-
-
-class _Placed:
-    """The instruction of an op on a rank: on the source rank (its send, or the local op) or on the destination (its receive)."""
-
-    def __init__(self, ops: list[OpRecord]) -> None:
-        self.ops = ops
-        self.at_src: list[_Ins | None] = [None] * len(ops)
-        self.at_dst: list[_Ins | None] = [None] * len(ops)
-
-    def on(self, seq: int, rank: int) -> _Ins:
-        return self.at_src[seq] if self.ops[seq].src[0] == rank else self.at_dst[seq]
 
 
 def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
@@ -295,7 +276,7 @@ def _assign_channels(
     items: list[_Ins],
     pairs: Counter[tuple[_Conn, _Conn]],
     local_preds: dict[int, list[int]],
-    placed: _Placed,
+    placed: dict[int, _Ins],
 ) -> list[_Chan]:
     """Give every instruction of ``rank`` a channel; return the channels in id order."""
     pinned: dict[int, _Chan] = {}
@@ -349,7 +330,7 @@ def _assign_channels(
         elif ins.pinned is not None:
             ins.channel = pinned.setdefault(ins.pinned, _Chan(None, None, ins.pinned))
         else:
-            before = [placed.on(p, rank) for p in local_preds.get(ins.record.seq, ())]
+            before = [placed[p] for p in local_preds.get(ins.record.seq, ())]
             if before:
                 ins.channel = max(before, key=lambda i: i.key).channel
             elif pinned or auto:
@@ -364,7 +345,7 @@ def _assign_channels(
     return chans
 
 
-def _fuse(chans: list[_Chan], placed: _Placed, raw_writer: list[int]) -> None:
+def _fuse(chans: list[_Chan], placed: dict[int, _Ins], raw_writer: list[int]) -> None:
     """Merge each receive with the send that immediately forwards exactly what it received."""
     for ch in chans:
         merged: list[_Ins] = []
@@ -379,20 +360,22 @@ def _fuse(chans: list[_Chan], placed: _Placed, raw_writer: list[int]) -> None:
             ):
                 prev.op = Op.RECV_COPY_SEND if prev.op is Op.RECV else Op.RECV_REDUCE_COPY_SEND
                 prev.send_conn = ins.send_conn
-                placed.at_src[ins.record.seq] = prev  # the send half is now the fused receive
+                placed[ins.record.seq] = prev  # the send half is now the fused receive
                 continue
             merged.append(ins)
         ch.items = merged
 
 
-def _add_dependencies(rank: int, hazards: array, placed: _Placed, chans: list[_Chan]) -> None:
-    """Turn ``rank``'s conflicts between instructions on different channels into dependencies."""
+def _add_dependencies(hazards: array, placed: dict[int, _Ins], chans: list[_Chan]) -> None:
+    """Turn a rank's conflicts (pairs of ops, see ``_Analysis.hazards``) between instructions on different channels into dependencies.
+
+    ``placed`` maps each op to its instruction on the rank.
+    """
     for ch in chans:
         for k, ins in enumerate(ch.items):
             ins.slot = k
-    on = placed.on
     for k in range(0, len(hazards), 2):
-        before, after = on(hazards[k], rank), on(hazards[k + 1], rank)
+        before, after = placed[hazards[k]], placed[hazards[k + 1]]
         if before is after or before.channel is after.channel:
             continue
         cid = before.channel.id
