@@ -136,15 +136,8 @@ def schedule(program: Program, *, capacity: int | None = None) -> Schedule:
         while at < len(instructions):
             ins = instructions[at]
             sem = semantics[ins.op]
-            # The common case -- dependencies met, a message waiting, no bound on messages -- needs no blocker().
-            deps_met = True
-            if ins.deps:
-                base, channels_here = first[rank], width[rank]
-                for dep in ins.deps:
-                    if not 0 <= dep.channel < channels_here or position[base + dep.channel] <= dep.instruction:
-                        deps_met = False
-                        break
-            if not deps_met or capacity is not None or (sem.receives and not inbox):
+            # The common case -- no dependencies, a message waiting, no bound on messages -- needs no blocker().
+            if ins.deps or capacity is not None or (sem.receives and not inbox):
                 why = blocker(k)
                 if why is not None:
                     kind, what = why

@@ -405,13 +405,8 @@ def _freeze(ch: _Chan, made: dict[tuple, Instruction]) -> Channel:
     instructions = []
     append, lookup = instructions.append, made.get
     for ins in ch.items:
-        deps = ins.deps
-        if deps:
-            waits = tuple(sorted(deps.items())) if len(deps) > 1 else tuple(deps.items())
-            key = (ins.op, id(ins.src), id(ins.dst), waits)
-        else:
-            waits = ()
-            key = (ins.op, id(ins.src), id(ins.dst))
+        waits = tuple(sorted(ins.deps.items())) if ins.deps else ()
+        key = (ins.op, id(ins.src), id(ins.dst), waits)
         found = lookup(key)
         if found is None:
             found = made[key] = Instruction(ins.op, ins.src, ins.dst, tuple([Dependency(c, k) for c, k in waits]))
