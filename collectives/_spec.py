@@ -296,3 +296,28 @@ class ChunkLocations:
         rank_storage, index = divmod(location, self.stride)
         rank, storage = divmod(rank_storage, 3)
         return rank, self._STORAGE[storage], index
+
+    def table(self, entries: int) -> list | _NoneForMissing:
+        """A table ``t[location]`` that holds None until set, for ``entries`` locations expected to be used.
+
+        A list over every location when they are not many more than ``entries`` (indexing a list
+        costs a third of a dictionary lookup, and at a thousand ranks the tables have millions of
+        entries); else a dictionary that answers None for locations never set, so that a few
+        operations on huge buffers do not allocate a slot for every chunk.
+
+        >>> locations = ChunkLocations(CollectiveSpec(Collective.ALL_GATHER, 4), [0] * 4)
+        >>> t = locations.table(8)
+        >>> t[locations.base(1, Buffer.OUTPUT) + 2] is None
+        True
+        """
+        size = len(self.bases) * len(self._STORAGE) * self.stride
+        if size <= 4 * entries + 4096:
+            return [None] * size
+        return _NoneForMissing()
+
+
+class _NoneForMissing(dict):
+    """A dictionary whose missing keys read as None (see :meth:`ChunkLocations.table`)."""
+
+    def __missing__(self, key: int) -> None:
+        return None

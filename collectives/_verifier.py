@@ -38,6 +38,12 @@ Value = Bits | None
 _MAX_VIOLATIONS = 50
 _COMPUTE_OPS = frozenset(op for op, sem in OP_SEMANTICS.items() if sem.computes)
 _op_of = attrgetter("op")  # mapped over a channel's instructions in C rather than looped over in Python
+#: Ops a channel runs with no questions asked, by (it has no send peer, no receive peer): no compute step, peers present.
+_PLAIN_OPS = {
+    (no_send, no_recv): frozenset(op for op, sem in OP_SEMANTICS.items() if not sem.computes and not (no_send and sem.sends) and not (no_recv and sem.receives))
+    for no_send in (False, True)
+    for no_recv in (False, True)
+}
 #: Programs proven in this process, by id: (a weak reference to the Program, its report).
 _PROVEN: dict[int, tuple[weakref.ref, VerificationReport]] = {}
 
@@ -115,10 +121,10 @@ def _run_checks(program: Program) -> tuple[list[Violation], Schedule | None]:
 def _check_structure(program: Program) -> list[Violation]:
     out: list[Violation] = []
     n = program.nranks
-    # Dependency-free instructions found valid, by (identity, channel has no send peer, no
-    # receive peer, scratch size): lowering shares equal instructions between ranks, so most
-    # are checked once, not once per rank.
-    passed: set[tuple[int, bool, bool, int]] = set()
+    # Dependency-free instructions found valid (their identities), by (channel has no send
+    # peer, no receive peer, scratch size): lowering shares equal instructions between ranks,
+    # so most are checked once, not once per rank.
+    passed: dict[tuple[bool, bool, int], set[int]] = {}
     if len(program.ranks) != n:
         out.append(Violation("structure", f"expected {n} rank programs, found {len(program.ranks)}"))
         return out
@@ -134,7 +140,7 @@ def _check_structure(program: Program) -> list[Violation]:
     return out
 
 
-def _check_rank_channels(program: Program, rank: int, passed: set[tuple[int, bool, bool, int]]) -> Iterable[Violation]:
+def _check_rank_channels(program: Program, rank: int, passed: dict[tuple[bool, bool, int], set[int]]) -> Iterable[Violation]:
     rp = program.ranks[rank]
     n = program.nranks
     senders: dict[tuple[int, int], int] = {}
@@ -166,16 +172,15 @@ def _check_rank_channels(program: Program, rank: int, passed: set[tuple[int, boo
                 )
             else:
                 seen[peer, ch.lane] = ch.id
-        # Ops this channel can run with no questions asked (peers present, no compute step).
-        plain = {op for op, sem in OP_SEMANTICS.items() if not sem.computes and (ch.send_peer is not None or not sem.sends) and (ch.recv_peer is not None or not sem.receives)}
         no_send, no_recv = ch.send_peer is None, ch.recv_peer is None
+        plain = _PLAIN_OPS[no_send, no_recv]
+        passed_here = passed.setdefault((no_send, no_recv, rp.scratch_chunks), set())
         for index, ins in enumerate(ch.instructions):
-            key = (id(ins), no_send, no_recv, rp.scratch_chunks)
-            if key in passed:
+            if id(ins) in passed_here:
                 continue
             if ins.op in plain and _plainly_valid(ins, OP_SEMANTICS[ins.op], sizes, inplace, lengths, ch.id, index):
                 if not ins.deps:
-                    passed.add(key)
+                    passed_here.add(id(ins))
                 continue
             for message in _instruction_problems(program, rank, ch.id, index, ins, ch.send_peer, ch.recv_peer):
                 yield Violation("structure", message, rank=rank, channel=ch.id, instruction=index)
@@ -297,8 +302,8 @@ class _RaceDetector:
         self.bases = locations.bases
         self.events = sched.events
         self.clock: list[list[dict[int, int]]] = [[{} for _ in rp.channels] for rp in program.ranks]  # channel -> instructions passed or waited for
-        self.last_write: dict[int, tuple[int, int, int]] = {}  # location -> (channel, seq, event pos)
-        self.reads: dict[int, dict[int, tuple[int, int]]] = {}
+        self.last_write = locations.table(2 * len(self.events))  # location -> (channel, seq, event pos) of its last write
+        self.reads = locations.table(2 * len(self.events))  # location -> {channel: (seq, event pos)} of the reads since
         self.successors: list[list[int]] | None = None  # the execution graph, built at the first search
         self.violations: list[Violation] = []
 
@@ -328,18 +333,19 @@ class _RaceDetector:
         seq = ev[2] + 1
         last_write, reads = self.last_write, self.reads
         for loc in (start,) if count == 1 else range(start, start + count):
-            prior = last_write.get(loc)
+            prior = last_write[loc]
             if prior is not None and prior[0] != me and vc.get(prior[0], 0) < prior[1] and not self._reaches(prior[2], pos):
                 self._race(ev, loc, self.events[prior[2]], "writes", write)
             if write:
-                readers = reads.pop(loc, None)
+                readers = reads[loc]
                 if readers:
                     for other, (other_seq, opos) in readers.items():
                         if other != me and vc.get(other, 0) < other_seq and not self._reaches(opos, pos):
                             self._race(ev, loc, self.events[opos], "reads", write)
                 last_write[loc] = (me, seq, pos)
+                reads[loc] = None
             else:
-                readers = reads.get(loc)
+                readers = reads[loc]
                 if readers is None:
                     reads[loc] = {me: (seq, pos)}
                 else:
@@ -430,7 +436,7 @@ def _check_races_then_postcondition(program: Program, sched: Schedule) -> list[V
     """Checks 3 and 4 in one replay: races if any, else what the symbolic execution found."""
     locations = _locations(program)
     detector = _RaceDetector(program, sched, locations)
-    machine = _SymbolicMachine(program, locations)
+    machine = _SymbolicMachine(program, locations, len(sched.events))
     replay(sched, machine, on_event=detector.on_event)
     return detector.violations or _postcondition_violations(program, machine)
 
@@ -441,14 +447,14 @@ def _check_races_then_postcondition(program: Program, sched: Schedule) -> list[V
 class _SymbolicMachine:
     """Chunk contents as sets of contributions (bitmasks, see :mod:`~synccl.collectives._contributions`); ``None`` is uninitialized memory."""
 
-    def __init__(self, program: Program, locations: ChunkLocations) -> None:
+    def __init__(self, program: Program, locations: ChunkLocations, events: int) -> None:
         self.program = program
         self.locations = locations
         self.bases = locations.bases
         spec = program.spec
         n = spec.nranks
-        self.memory: dict[int, Value] = {}
-        self.writer: dict[int, Event] = {}
+        self.memory = locations.table(2 * events)  # location -> its Value (None: uninitialized)
+        self.writer = locations.table(2 * events)  # location -> the Event that wrote it last
         # A rank that computes its input (PRODUCE) starts with it uninitialized. Compute steps
         # run on channels with no peers (the structure check saw to it), so only those are read.
         producers = {
@@ -469,9 +475,9 @@ class _SymbolicMachine:
     def read(self, event: Event, rank: int, where: Slice) -> tuple[Value, ...]:
         start = self.bases[rank][where.buffer] + where.index
         if where.count == 1:
-            return (self.memory.get(start),)
-        get = self.memory.get
-        return tuple(get(loc) for loc in range(start, start + where.count))
+            return (self.memory[start],)
+        memory = self.memory
+        return tuple(memory[loc] for loc in range(start, start + where.count))
 
     def write(self, event: Event, rank: int, where: Slice, value: tuple[Value, ...]) -> None:
         start = self.bases[rank][where.buffer] + where.index
@@ -527,7 +533,7 @@ class _SymbolicMachine:
 
 
 def _check_postcondition(program: Program, sched: Schedule) -> list[Violation]:
-    machine = _SymbolicMachine(program, _locations(program))
+    machine = _SymbolicMachine(program, _locations(program), len(sched.events))
     replay(sched, machine)
     return _postcondition_violations(program, machine)
 
@@ -541,11 +547,11 @@ def _postcondition_violations(program: Program, machine: _SymbolicMachine) -> li
     for rank in range(n):
         base = machine.locations.base(rank, Buffer.OUTPUT)
         for idx, (ranks, k) in spec.postcondition_ranges(rank).items():
-            found = machine.memory.get(base + idx)
+            found = machine.memory[base + idx]
             expected = of_ranks(ranks, k, n)
             if found == expected:
                 continue
-            writer = machine.writer.get(base + idx)
+            writer = machine.writer[base + idx]
             where = f" (last written by channel {writer.channel} instruction {writer.index})" if writer else " (never written)"
             out.append(
                 Violation(
