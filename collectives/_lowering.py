@@ -91,34 +91,26 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     slices = _Slices()
     conns: dict[_Conn, _Conn] = {}
     made: dict[tuple, Instruction] = {}
-    per_rank: list[list[_Ins]] = [[] for _ in range(spec.nranks)]
     depth, nops = analysis.depth, len(ops)
-    for op in ops:
-        seq = op.seq
-        instructions = _instructions(op, depth[seq], nops, slices, conns)
-        first, last = instructions[0], instructions[-1]
-        per_rank[first.rank].append(first)
-        if last is not first:
-            per_rank[last.rank].append(last)
     pairs = _forwarding_pairs(ops, analysis.raw_writer)
-    # Each rank is finished in one go -- channels, fusion, dependencies, frozen instructions --
-    # while its few thousand instructions are in the CPU's caches: a pass over all ranks' millions
-    # per stage spent most of its time waiting for memory. A rank's stages only look at its own
+    # Each rank is finished in one go -- its instructions made, channels, fusion, dependencies,
+    # frozen instructions -- while its few thousand instructions are in the CPU's caches: made
+    # for all ranks first, in op order, a rank's instructions lay scattered over gigabytes, and
+    # every stage spent most of its time waiting for memory. A rank's stages only look at its own
     # instructions (conflicts are between ops on the same rank), so the order is safe.
     by_key = attrgetter("key")
     rank_programs = []
     for rank in range(spec.nranks):
-        items = sorted(per_rank[rank], key=by_key)
+        items = sorted([_instruction(ops[entry >> 1], entry & 1, depth, nops, slices, conns) for entry in analysis.entries[rank]], key=by_key)
         placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
         chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
         _fuse(chans, placed, analysis.raw_writer)
         _add_dependencies(analysis.hazards[rank], placed, chans)
         rank_programs.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
-        # The rank's working state is freed here, and its memory serves the next ranks; emptying
+        # The rank's working state is freed here, and its memory serves the next rank; emptying
         # the channels breaks the cycles between channels and instructions, which would leave
-        # 19 million objects at 1,024 ranks to the cyclic collector.
-        per_rank[rank] = []
-        analysis.hazards[rank] = array("q")
+        # millions of objects at 1,024 ranks to the cyclic collector.
+        analysis.entries[rank] = analysis.hazards[rank] = array("q")
         for ch in chans:
             ch.items = []
     return Program(name=name, spec=spec, ranks=tuple(rank_programs), protocol=protocol)
@@ -141,6 +133,7 @@ class _Analysis:
     raw_writer: list[int]  # the one op that wrote an op's source, or _NO_WRITER / _SEVERAL_WRITERS
     local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
     hazards: list[array]
+    entries: list[array]  # per rank, its ops as ``2 * seq + half``: half 0 sends (or runs a local op), half 1 receives
 
 
 def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
@@ -149,11 +142,12 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
         if op.seq != k:
             raise ProgramError(f"lowering: operation {k} has seq {op.seq}; operations must be numbered in order")
     n = len(ops)
-    out = _Analysis(depth=[0] * n, raw_writer=[_NO_WRITER] * n, local_preds={}, hazards=[array("q") for _ in locations.bases])
-    depth, raw_writer, hazards, local_preds = out.depth, out.raw_writer, out.hazards, out.local_preds
-    last_writer: dict[int, int] = {}
-    readers: dict[int, list[int]] = {}  # readers since the last write
-    writer_of, readers_of, pop_readers, bases = last_writer.get, readers.get, readers.pop, locations.bases
+    nranks = len(locations.bases)
+    out = _Analysis([0] * n, [_NO_WRITER] * n, {}, [array("q") for _ in range(nranks)], [array("q") for _ in range(nranks)])
+    depth, raw_writer, hazards, local_preds, entries = out.depth, out.raw_writer, out.hazards, out.local_preds, out.entries
+    last_writer = locations.table(2 * n)  # location -> the op that wrote it last
+    readers = locations.table(2 * n)  # location -> the ops that read it since
+    bases = locations.bases
     for op in ops:
         seq = op.seq
         src_rank, src_buffer, src_index, size = op.src
@@ -165,7 +159,7 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
         writes = (dest,) if size == 1 else range(dest, dest + size)
         on_src: list[int] = []  # earlier ops this one conflicts with on its source rank
         for loc in reads:
-            writer = writer_of(loc)
+            writer = last_writer[loc]
             if writer is not None:
                 on_src.append(writer)
         if on_src:
@@ -176,26 +170,26 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
             local = bases[op.local[0]][op.local[1]] + op.local[2]
             local_reads = (local,) if size == 1 else range(local, local + size)
             for loc in local_reads:
-                writer = writer_of(loc)
+                writer = last_writer[loc]
                 if writer is not None:
                     on_dst.append(writer)
             reads = (*reads, *local_reads)
         for loc in writes:
-            writer = writer_of(loc)
+            writer = last_writer[loc]
             if writer is not None:
                 on_dst.append(writer)
-            earlier_readers = pop_readers(loc, None)
+            earlier_readers = readers[loc]
             if earlier_readers:
                 on_dst.extend(earlier_readers)
         for loc in reads:
-            known = readers_of(loc)
+            known = readers[loc]
             if known is None:
                 readers[loc] = [seq]
             else:
                 known.append(seq)
         for loc in writes:
             last_writer[loc] = seq
-            pop_readers(loc, None)
+            readers[loc] = None
         d = op.step  # the depth: past every conflicting op's, and no earlier than the requested step
         if on_src:
             note = hazards[src_rank].extend
@@ -210,7 +204,10 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
                 if depth[p] >= d:
                     d = depth[p] + 1
         depth[seq] = d
-        if src_rank == dst_rank and (on_src or on_dst):
+        entries[src_rank].append(2 * seq)
+        if src_rank != dst_rank:
+            entries[dst_rank].append(2 * seq + 1)
+        elif on_src or on_dst:
             local_preds[seq] = on_src + on_dst
     return out
 
@@ -227,34 +224,24 @@ class _Slices(dict[tuple[Buffer, int, int], Slice]):
         return found
 
 
-def _instructions(op: OpRecord, depth: int, nops: int, slices: _Slices, conns: dict[_Conn, _Conn]) -> list[_Ins]:
-    """The op's instructions: its send and its receive, or the one local copy or reduction.
+def _instruction(op: OpRecord, half: int, depth: list[int], nops: int, slices: _Slices, conns: dict[_Conn, _Conn]) -> _Ins:
+    """The op's instruction on one of its ranks: its send (``half`` 0) or receive (1), or the local copy or reduction.
 
-    Their keys order them by depth, then sends before receives, then op (``nops`` ops in all);
-    connections are shared through ``conns``, as slices are through ``slices``.
+    Keys order instructions by depth, then sends before receives, then op (``nops`` ops in
+    all); connections are shared through ``conns``, as slices are through ``slices``.
     """
-    src_rank, dst_rank = op.src[0], op.dst[0]
-    sending, receiving = depth * 2 * nops + op.seq, (depth * 2 + 1) * nops + op.seq
+    src_rank, dst_rank, seq = op.src[0], op.dst[0], op.seq
+    receiving = (depth[seq] * 2 + 1) * nops + seq
     if src_rank == dst_rank:
-        if op.kind == "copy":
-            return [_Ins(Op.COPY, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)]
-        return [_Ins(Op.REDUCE, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)]
-    to, by = (dst_rank, op.lane), (src_rank, op.lane)
-    send = _Ins(Op.SEND, src_rank, slices[op.src[1:]], None, sending, op, send_conn=conns.setdefault(to, to), pinned=op.send_channel)
+        local_op = Op.COPY if op.kind == "copy" else Op.REDUCE
+        return _Ins(local_op, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)
+    if not half:
+        to = (dst_rank, op.lane)
+        return _Ins(Op.SEND, src_rank, slices[op.src[1:]], None, receiving - nops, op, send_conn=conns.setdefault(to, to), pinned=op.send_channel)
+    by = (src_rank, op.lane)
     if op.kind == "copy":
-        recv = _Ins(Op.RECV, dst_rank, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
-    else:
-        recv = _Ins(
-            Op.RECV_REDUCE_COPY,
-            dst_rank,
-            slices[op.local[1:]],
-            slices[op.dst[1:]],
-            receiving,
-            op,
-            recv_conn=conns.setdefault(by, by),
-            pinned=op.recv_channel,
-        )
-    return [send, recv]
+        return _Ins(Op.RECV, dst_rank, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
+    return _Ins(Op.RECV_REDUCE_COPY, dst_rank, slices[op.local[1:]], slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
 
 
 def _forwarding_pairs(ops: list[OpRecord], raw_writer: list[int]) -> dict[int, Counter[tuple[_Conn, _Conn]]]:
