@@ -146,3 +146,23 @@ def test_a_chunk_past_the_buffer_says_which_chunk_factor_fits_it():
     with pytest.raises(ProgramError, match=r"output\[5:5\+2\] .* pass chunk_factor=4 or more"):
         with program("ag", CollectiveSpec("all_gather", 2), check=False):
             chunk(0, Buffer.OUTPUT, 5, 2)
+
+
+def test_a_far_scratch_chunk_allocates_no_table_over_the_whole_buffer():
+    # Lowering and verification keep per-chunk tables; over every chunk of a 50-million-chunk
+    # scratch buffer they would take gigabytes, so sparse use gets dictionaries.
+    import tracemalloc
+
+    spec = CollectiveSpec("broadcast", 2)
+    tracemalloc.start()
+    try:
+        with program("far_scratch", spec) as p:
+            c = chunk(0, Buffer.INPUT, 0).copy(1, Buffer.SCRATCH, 50_000_000)
+            c.copy(1, Buffer.OUTPUT, 0)
+            chunk(0, Buffer.INPUT, 0).copy(0, Buffer.OUTPUT, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert p.program.ranks[1].scratch_chunks == 50_000_001
+    assert verify(p.program).messages == 1
+    assert peak < 50 * 2**20, f"lowering and verifying a 4-op program traced {peak / 2**20:.0f} MiB"

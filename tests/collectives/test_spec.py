@@ -82,3 +82,16 @@ def test_collective_spellings(spelling):
 def test_rank_out_of_range():
     with pytest.raises(CollectiveError, match="no rank 5"):
         CollectiveSpec("all_gather", nranks=2).postcondition(5)
+
+
+def test_location_tables_are_dense_lists_or_sparse_dictionaries():
+    from synccl.collectives._spec import ChunkLocations
+
+    locations = ChunkLocations(CollectiveSpec(Collective.ALL_GATHER, 4), [0] * 4)
+    dense = locations.table(entries=16)
+    assert isinstance(dense, list) and len(dense) == 4 * 3 * 4 and set(dense) == {None}
+    sparse = ChunkLocations(CollectiveSpec(Collective.ALL_GATHER, 4), [10**8] * 4).table(entries=16)
+    assert not isinstance(sparse, list) and len(sparse) == 0
+    where = locations.base(3, Buffer.OUTPUT) + 1
+    sparse[where] = "written"
+    assert sparse[where] == "written" and sparse[where + 1] is None
