@@ -1,0 +1,69 @@
+"""A task beside the caller: run in a forked child when that is safe, in the caller otherwise, and never lost."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from synccl._beside import Beside, can_fork
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="forking a helper needs Linux, a second CPU and no other Python thread")
+
+
+@needs_fork
+def test_the_task_runs_in_a_child_and_its_value_comes_back():
+    parent = os.getpid()
+    with Beside(lambda: (os.getpid(), list(range(5)))) as helper:
+        pid, value = helper.result()
+    assert pid != parent and value == [0, 1, 2, 3, 4]
+
+
+@needs_fork
+def test_a_task_that_raises_in_the_child_raises_in_the_caller():
+    def task():
+        raise KeyError("chunk 7")
+
+    with Beside(task) as helper, pytest.raises(KeyError, match="chunk 7"):
+        helper.result()
+
+
+@needs_fork
+def test_a_child_that_dies_is_replaced_by_the_caller():
+    parent = os.getpid()
+
+    def task():
+        if os.getpid() != parent:
+            os.kill(os.getpid(), 9)
+        return "computed here"
+
+    with Beside(task) as helper:
+        assert helper.result() == "computed here"
+
+
+@needs_fork
+def test_leaving_the_block_early_stops_the_child():
+    with pytest.raises(RuntimeError, match="caller failed"), Beside(lambda: time.sleep(60)) as helper:
+        child = helper._pid
+        raise RuntimeError("caller failed")
+    assert child is not None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # already reaped: no zombie, no stray process
+
+
+def test_without_parallel_the_task_runs_in_the_caller():
+    with Beside(os.getpid, parallel=False) as helper:
+        assert helper.result() == os.getpid()
+
+
+def test_no_fork_while_another_python_thread_runs():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not can_fork()
+        with Beside(os.getpid) as helper:
+            assert helper.result() == os.getpid()
+    finally:
+        stop.set()
+        thread.join()
