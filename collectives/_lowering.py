@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal
 
+from synccl._beside import WORTH_FORKING_FROM, Beside, can_fork
 from synccl._gcpause import gc_paused
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, Protocol, RankProgram, Slice
 from synccl.collectives._spec import Buffer, ChunkLocations, CollectiveSpec
@@ -93,26 +94,42 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     made: dict[tuple, Instruction] = {}
     depth, nops = analysis.depth, len(ops)
     pairs = _forwarding_pairs(ops, analysis.raw_writer)
-    # Each rank is finished in one go -- its instructions made, channels, fusion, dependencies,
-    # frozen instructions -- while its few thousand instructions are in the CPU's caches: made
-    # for all ranks first, in op order, a rank's instructions lay scattered over gigabytes, and
-    # every stage spent most of its time waiting for memory. A rank's stages only look at its own
-    # instructions (conflicts are between ops on the same rank), so the order is safe.
     by_key = attrgetter("key")
-    rank_programs = []
-    for rank in range(spec.nranks):
-        items = sorted([_instruction(ops[entry >> 1], entry & 1, depth, nops, slices, conns) for entry in analysis.entries[rank]], key=by_key)
-        placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
-        chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
-        _fuse(chans, placed, analysis.raw_writer)
-        _add_dependencies(analysis.hazards[rank], placed, chans)
-        rank_programs.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
-        # The rank's working state is freed here, and its memory serves the next rank; emptying
-        # the channels breaks the cycles between channels and instructions, which would leave
-        # millions of objects at 1,024 ranks to the cyclic collector.
-        analysis.entries[rank] = analysis.hazards[rank] = array("q")
-        for ch in chans:
-            ch.items = []
+
+    def finish(ranks: range) -> list[RankProgram]:
+        """Each rank in one go -- its instructions made, channels, fusion, dependencies, frozen instructions.
+
+        Done while the rank's few thousand instructions are in the CPU's caches: made for all
+        ranks first, in op order, a rank's instructions lay scattered over gigabytes, and every
+        stage spent most of its time waiting for memory. A rank's stages only look at its own
+        instructions (conflicts are between ops on the same rank), so ranks are independent.
+        """
+        out = []
+        for rank in ranks:
+            items = sorted([_instruction(ops[entry >> 1], entry & 1, depth, nops, slices, conns) for entry in analysis.entries[rank]], key=by_key)
+            placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
+            chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
+            _fuse(chans, placed, analysis.raw_writer)
+            _add_dependencies(analysis.hazards[rank], placed, chans)
+            out.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
+            # The rank's working state is freed here, and its memory serves the next rank;
+            # emptying the channels breaks the cycles between channels and instructions, which
+            # would leave millions of objects at 1,024 ranks to the cyclic collector.
+            analysis.entries[rank] = analysis.hazards[rank] = array("q")
+            for ch in chans:
+                ch.items = []
+        return out
+
+    n = spec.nranks
+    if 2 * nops < WORTH_FORKING_FROM or not can_fork():
+        return Program(name=name, spec=spec, ranks=tuple(finish(range(n))), protocol=protocol)
+    # On two cores a forked child finishes the second half of the ranks and sends them back
+    # pickled: equal slices and instructions pickle once, so 2 M instructions take 15 MB and
+    # about a second to load.
+    split = n // 2
+    with Beside(lambda: finish(range(split, n))) as rest:
+        rank_programs = finish(range(split))
+        rank_programs += rest.result()
     return Program(name=name, spec=spec, ranks=tuple(rank_programs), protocol=protocol)
 
 
