@@ -93,7 +93,7 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     conns: dict[_Conn, _Conn] = {}
     made: dict[tuple, Instruction] = {}
     depth, nops = analysis.depth, len(ops)
-    pairs = _forwarding_pairs(ops, analysis.raw_writer)
+    pairs = analysis.forwarding
     by_key = attrgetter("key")
 
     def finish(ranks: range) -> list[RankProgram]:
@@ -151,6 +151,7 @@ class _Analysis:
     local_preds: dict[int, list[int]]  # a local op's conflicting earlier ops (it takes a channel of theirs)
     hazards: list[array]
     entries: list[array]  # per rank, its ops as ``2 * seq + half``: half 0 sends (or runs a local op), half 1 receives
+    forwarding: defaultdict[int, Counter[tuple[_Conn, _Conn]]]  # per rank, how often chunks received on one connection leave on another
 
 
 def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
@@ -160,8 +161,8 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
             raise ProgramError(f"lowering: operation {k} has seq {op.seq}; operations must be numbered in order")
     n = len(ops)
     nranks = len(locations.bases)
-    out = _Analysis([0] * n, [_NO_WRITER] * n, {}, [array("q") for _ in range(nranks)], [array("q") for _ in range(nranks)])
-    depth, raw_writer, hazards, local_preds, entries = out.depth, out.raw_writer, out.hazards, out.local_preds, out.entries
+    out = _Analysis([0] * n, [_NO_WRITER] * n, {}, [array("q") for _ in range(nranks)], [array("q") for _ in range(nranks)], defaultdict(Counter))
+    depth, raw_writer, hazards, local_preds, entries, forwarding = out.depth, out.raw_writer, out.hazards, out.local_preds, out.entries, out.forwarding
     last_writer = locations.table(2 * n)  # location -> the op that wrote it last
     readers = locations.table(2 * n)  # location -> the ops that read it since
     bases = locations.bases
@@ -181,7 +182,13 @@ def _analyse(ops: list[OpRecord], locations: ChunkLocations) -> _Analysis:
                 on_src.append(writer)
         if on_src:
             first = on_src[0]
-            raw_writer[seq] = first if on_src.count(first) == len(on_src) else _SEVERAL_WRITERS
+            if on_src.count(first) == len(on_src):
+                raw_writer[seq] = first
+                prev = ops[first]
+                if src_rank != dst_rank and prev.dst == op.src and prev.src[0] != src_rank and prev.lane == op.lane:
+                    forwarding[src_rank][(prev.src[0], prev.lane), (dst_rank, op.lane)] += 1  # received on one connection, leaves on another
+            else:
+                raw_writer[seq] = _SEVERAL_WRITERS
         on_dst: list[int] = []  # ... and on its destination rank
         if op.local is not None:
             local = bases[op.local[0]][op.local[1]] + op.local[2]
@@ -259,20 +266,6 @@ def _instruction(op: OpRecord, half: int, depth: list[int], nops: int, slices: _
     if op.kind == "copy":
         return _Ins(Op.RECV, dst_rank, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
     return _Ins(Op.RECV_REDUCE_COPY, dst_rank, slices[op.local[1:]], slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
-
-
-def _forwarding_pairs(ops: list[OpRecord], raw_writer: list[int]) -> dict[int, Counter[tuple[_Conn, _Conn]]]:
-    """Per rank, how often chunks received on one connection leave on another."""
-    out: dict[int, Counter[tuple[_Conn, _Conn]]] = defaultdict(Counter)
-    for op in ops:
-        x = op.src[0]
-        source = raw_writer[op.seq]
-        if op.dst[0] == x or source < 0:
-            continue
-        prev = ops[source]
-        if prev.dst == op.src and prev.src[0] != x and prev.lane == op.lane:
-            out[x][(prev.src[0], prev.lane), (op.dst[0], op.lane)] += 1
-    return out
 
 
 def _assign_channels(
