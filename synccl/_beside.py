@@ -103,7 +103,10 @@ class Beside(Generic[T]):
             os.close(pipe)
         if pid is None:
             return -1
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): its result cannot be trusted
+            return -1
         return os.waitstatus_to_exitcode(status)
 
     def __enter__(self) -> Beside[T]:

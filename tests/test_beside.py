@@ -67,3 +67,23 @@ def test_no_fork_while_another_python_thread_runs():
     finally:
         stop.set()
         thread.join()
+
+
+@needs_fork
+def test_a_child_reaped_by_someone_else_is_replaced_by_the_caller():
+    import signal
+
+    def reap_everything(*_):
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+
+    previous = signal.signal(signal.SIGCHLD, reap_everything)
+    try:
+        with Beside(lambda: (time.sleep(0.2), "done")[1]) as helper:
+            time.sleep(0.5)  # the child exits meanwhile and the handler reaps it
+            assert helper.result() == "done"
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
