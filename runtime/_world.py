@@ -255,9 +255,14 @@ class World:
             if refused is not None:
                 raise CommError(f"rank {self.rank}: rank {r} refused its call #{owed}: {refused}; noticed {what}", rank=self.rank, peer=r)
             how = board.left
+            gone = how is not None or not _alive(self.pids[r])
+            if gone:
+                # A rank that fails records the first failure it knows of before it leaves, and it
+                # may have done both since the check above: blame that failure, not its leaving.
+                self._raise_first_failure(seq, what)
             if how is not None:
                 raise CommError(f"rank {self.rank}: rank {r} left ({how}) after {board.completed} calls; noticed {what}", rank=self.rank, peer=r)
-            if not _alive(self.pids[r]):
+            if gone:
                 raise CommError(f"rank {self.rank}: rank {r} (pid {self.pids[r]}) died {what}", rank=self.rank, peer=r)
 
     def _raise_first_failure(self, seq: int | None, what: str) -> None:
