@@ -59,7 +59,6 @@ class OpRecord:
 @dataclass(eq=False, slots=True)
 class _Ins:
     op: Op
-    rank: int
     src: Slice | None
     dst: Slice | None
     key: int  # program order: (depth, send before receive, op seq) as one integer, which sorts faster and is smaller than the tuple
@@ -258,14 +257,14 @@ def _instruction(op: OpRecord, half: int, depth: list[int], nops: int, slices: _
     receiving = (depth[seq] * 2 + 1) * nops + seq
     if src_rank == dst_rank:
         local_op = Op.COPY if op.kind == "copy" else Op.REDUCE
-        return _Ins(local_op, src_rank, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)
+        return _Ins(local_op, slices[op.src[1:]], slices[op.dst[1:]], receiving, op, pinned=op.send_channel)
     if not half:
         to = (dst_rank, op.lane)
-        return _Ins(Op.SEND, src_rank, slices[op.src[1:]], None, receiving - nops, op, send_conn=conns.setdefault(to, to), pinned=op.send_channel)
+        return _Ins(Op.SEND, slices[op.src[1:]], None, receiving - nops, op, send_conn=conns.setdefault(to, to), pinned=op.send_channel)
     by = (src_rank, op.lane)
     if op.kind == "copy":
-        return _Ins(Op.RECV, dst_rank, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
-    return _Ins(Op.RECV_REDUCE_COPY, dst_rank, slices[op.local[1:]], slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
+        return _Ins(Op.RECV, None, slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
+    return _Ins(Op.RECV_REDUCE_COPY, slices[op.local[1:]], slices[op.dst[1:]], receiving, op, recv_conn=conns.setdefault(by, by), pinned=op.recv_channel)
 
 
 def _assign_channels(
