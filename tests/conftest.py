@@ -8,7 +8,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,32 @@ def jobs():
         raised = staticmethod(raised_by_rank)
 
     return Jobs
+
+
+@pytest.fixture(scope="session")
+def on_two_cores() -> Callable:
+    """``with on_two_cores(module) as forked:`` forces the module's lowering or verification onto two cores.
+
+    ``forked`` lists, per :class:`~synccl._beside.Beside` made inside, whether it forked a
+    child (to show the two-core path really ran). Skips where forking is not safe.
+    """
+    from synccl._beside import Beside, can_fork
+
+    if not can_fork():
+        pytest.skip("the two-core paths fork: they need Linux, a second CPU and no other Python thread")
+
+    @contextmanager
+    def forced(module) -> Iterator[list[bool]]:
+        forked: list[bool] = []
+
+        class CountingBeside(Beside):
+            def __init__(self, task, **kwargs):
+                super().__init__(task, **kwargs)
+                forked.append(self._pid is not None)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(module, "WORTH_FORKING_FROM", 0)
+            patch.setattr(module, "Beside", CountingBeside)
+            yield forked
+
+    return forced

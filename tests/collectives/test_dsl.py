@@ -168,23 +168,12 @@ def test_a_far_scratch_chunk_allocates_no_table_over_the_whole_buffer():
     assert peak < 50 * 2**20, f"lowering and verifying a 4-op program traced {peak / 2**20:.0f} MiB"
 
 
-def test_lowering_on_two_cores_makes_the_same_programs(monkeypatch):
-    from synccl._beside import Beside, can_fork
+def test_lowering_on_two_cores_makes_the_same_programs(on_two_cores):
     from synccl.collectives import _lowering, library
-
-    if not can_fork():
-        pytest.skip("two-core lowering forks: it needs Linux, a second CPU and no other Python thread")
-    forked = []
-
-    class CountingBeside(Beside):
-        def __init__(self, task, **kwargs):
-            super().__init__(task, **kwargs)
-            forked.append(self._pid is not None)
 
     cases = [info for info in library.algorithms() if info.unsupported_reason(8, 4) is None and "root" not in info.options]
     one_core = [library.build(info.name, info.collective, 8, local_size=4) for info in cases]
-    monkeypatch.setattr(_lowering, "WORTH_FORKING_FROM", 0)
-    monkeypatch.setattr(_lowering, "Beside", CountingBeside)
-    two_cores = [library.build(info.name, info.collective, 8, local_size=4) for info in cases]
+    with on_two_cores(_lowering) as forked:
+        two_cores = [library.build(info.name, info.collective, 8, local_size=4) for info in cases]
     assert len(cases) >= 10 and forked and all(forked)
     assert two_cores == one_core

@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synccl._beside import Beside, can_fork
 from synccl.collectives import (
     Buffer,
     Channel,
@@ -159,27 +158,10 @@ def test_mutated_programs(program):
     _agree(program)
 
 
-class _CountingBeside(Beside):
-    """Beside, counting the children it forks (to show the two-core path really ran)."""
-
-    forked = 0
-
-    def __init__(self, task, **kwargs):
-        super().__init__(task, **kwargs)
-        _CountingBeside.forked += self._pid is not None
-
-
-def _check_on_two_cores(program: Program) -> list:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_verifier, "WORTH_FORKING_FROM", 0)
-        patch.setattr(_verifier, "Beside", _CountingBeside)
-        return check(program)
-
-
-@pytest.mark.skipif(not can_fork(), reason="the two-core verifier forks: it needs Linux, a second CPU and no other Python thread")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(mutated(), st.sampled_from(PROGRAMS)))
-def test_two_core_verification_reports_what_one_core_does(program):
-    forked = _CountingBeside.forked
-    assert _check_on_two_cores(program) == check(program)
-    assert _CountingBeside.forked > forked
+def test_two_core_verification_reports_what_one_core_does(on_two_cores, program):
+    with on_two_cores(_verifier) as forked:
+        two_cores = check(program)
+    assert two_cores == check(program)
+    assert any(forked)
