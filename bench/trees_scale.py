@@ -94,7 +94,7 @@ def _cpu_seconds() -> float:
 
 
 def summarize(runs: list[dict[str, object]]) -> dict[str, object]:
-    """One case's runs as one row: each stage's median, the total's median, min and max, the largest peak RSS."""
+    """One case's runs as one row: each stage's median, the total's median, min and max, the median CPU time, the largest peak RSS (own and helper's)."""
     row = dict(runs[-1])
     for stage in STAGES:
         times = [r[stage] for r in runs if isinstance(r.get(stage), float | int)]
@@ -103,8 +103,8 @@ def summarize(runs: list[dict[str, object]]) -> dict[str, object]:
     totals = [sum(r[stage] for stage in STAGES if isinstance(r.get(stage), float | int)) for r in runs]
     row["total_s"] = (round(statistics.median(totals), 1), round(min(totals), 1), round(max(totals), 1))
     for memory in ("peak_rss_mib", "helper_rss_mib"):
-        row[memory] = max(r.get(memory, 0.0) for r in runs)
-    row["cpu_s"] = round(statistics.median(r.get("cpu_s", 0.0) for r in runs), 1)
+        row[memory] = max(r[memory] for r in runs)
+    row["cpu_s"] = round(statistics.median(r["cpu_s"] for r in runs), 1)
     row["runs"] = len(runs)
     return row
 
@@ -133,7 +133,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 def _helper(row: dict[str, object]) -> str:
     """`` (+ N)`` for a case whose run forked a helper, else nothing."""
-    return f" (+ {row['helper_rss_mib']})" if row.get("helper_rss_mib") else ""
+    return f" (+ {row['helper_rss_mib']})" if row["helper_rss_mib"] else ""
 
 
 def _cpus() -> int:
