@@ -47,8 +47,7 @@ class Beside(Generic[T]):
     """Run ``task`` in a forked child from now on; :meth:`result` returns what it returned.
 
     Use it as a context manager, so that a child whose result is never asked for is stopped.
-    ``parallel=False`` (or a place where :func:`can_fork` is False) runs the task in the
-    caller, inside :meth:`result`.
+    Where :func:`can_fork` is False the task runs in the caller, inside :meth:`result`.
 
     Examples
     --------
@@ -58,11 +57,11 @@ class Beside(Generic[T]):
     (10, 45)
     """
 
-    def __init__(self, task: Callable[[], T], *, parallel: bool = True) -> None:
+    def __init__(self, task: Callable[[], T]) -> None:
         self._task = task
         self._pid: int | None = None
         self._pipe: int | None = None
-        if not (parallel and can_fork()):
+        if not can_fork():
             return
         readable, writable = os.pipe()
         with warnings.catch_warnings():

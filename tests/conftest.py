@@ -166,8 +166,8 @@ def on_two_cores() -> Callable:
         forked: list[bool] = []
 
         class CountingBeside(Beside):
-            def __init__(self, task, **kwargs):
-                super().__init__(task, **kwargs)
+            def __init__(self, task):
+                super().__init__(task)
                 forked.append(self._pid is not None)
 
         with pytest.MonkeyPatch.context() as patch:

@@ -51,11 +51,6 @@ def test_leaving_the_block_early_stops_the_child():
         os.waitpid(child, os.WNOHANG)  # already reaped: no zombie, no stray process
 
 
-def test_without_parallel_the_task_runs_in_the_caller():
-    with Beside(os.getpid, parallel=False) as helper:
-        assert helper.result() == os.getpid()
-
-
 def test_no_fork_while_another_python_thread_runs():
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
