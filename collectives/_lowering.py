@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal
 
-from synccl._beside import WORTH_FORKING_FROM, Beside, can_fork
+from synccl._beside import WORTH_FORKING_FROM, map_beside
 from synccl._gcpause import gc_paused
 from synccl.collectives._program import Channel, Dependency, Instruction, Op, Program, Protocol, RankProgram, Slice
 from synccl.collectives._spec import Buffer, ChunkLocations, CollectiveSpec
@@ -95,41 +95,35 @@ def lower(name: str, spec: CollectiveSpec, ops: list[OpRecord], *, protocol: Pro
     pairs = analysis.forwarding
     by_key = attrgetter("key")
 
-    def finish(ranks: range) -> list[RankProgram]:
-        """Each rank in one go -- its instructions made, channels, fusion, dependencies, frozen instructions.
+    def finish(rank: int) -> RankProgram:
+        """The rank in one go -- its instructions made, channels, fusion, dependencies, frozen instructions.
 
         Done while the rank's few thousand instructions are in the CPU's caches: made for all
         ranks first, in op order, a rank's instructions lay scattered over gigabytes, and every
         stage spent most of its time waiting for memory. A rank's stages only look at its own
         instructions (conflicts are between ops on the same rank), so ranks are independent.
         """
-        out = []
-        for rank in ranks:
-            items = sorted([_instruction(ops[entry >> 1], entry & 1, depth, nops, slices, conns) for entry in analysis.entries[rank]], key=by_key)
-            placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
-            chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
-            _fuse(chans, placed, analysis.raw_writer)
-            _add_dependencies(analysis.hazards[rank], placed, chans)
-            out.append(RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank]))
-            # The rank's working state is freed here, and its memory serves the next rank;
-            # emptying the channels breaks the cycles between channels and instructions, which
-            # would leave millions of objects at 1,024 ranks to the cyclic collector.
-            analysis.entries[rank] = analysis.hazards[rank] = array("q")
-            for ch in chans:
-                ch.items = []
-        return out
+        items = sorted([_instruction(ops[entry >> 1], entry & 1, depth, nops, slices, conns) for entry in analysis.entries[rank]], key=by_key)
+        placed = {ins.record.seq: ins for ins in items}  # an op has one instruction on a rank
+        chans = _assign_channels(rank, items, pairs.get(rank, Counter()), analysis.local_preds, placed)
+        _fuse(chans, placed, analysis.raw_writer)
+        _add_dependencies(analysis.hazards[rank], placed, chans)
+        done = RankProgram(rank, tuple(_freeze(c, made) for c in chans), scratch[rank])
+        # The rank's working state is freed here, and its memory serves the next rank;
+        # emptying the channels breaks the cycles between channels and instructions, which
+        # would leave millions of objects at 1,024 ranks to the cyclic collector.
+        analysis.entries[rank] = analysis.hazards[rank] = array("q")
+        for ch in chans:
+            ch.items = []
+        return done
 
     n = spec.nranks
-    if 2 * nops < WORTH_FORKING_FROM or not can_fork():
-        return Program(name=name, spec=spec, ranks=tuple(finish(range(n))), protocol=protocol)
-    # On two cores a forked child finishes the second half of the ranks and sends them back
-    # pickled: equal slices and instructions pickle once, so 2 M instructions take 15 MB and
-    # about a second to load.
-    split = n // 2
-    with Beside(lambda: finish(range(split, n))) as rest:
-        rank_programs = finish(range(split))
-        rank_programs += rest.result()
-    return Program(name=name, spec=spec, ranks=tuple(rank_programs), protocol=protocol)
+    if 2 * nops < WORTH_FORKING_FROM:
+        return Program(name=name, spec=spec, ranks=tuple(map(finish, range(n))), protocol=protocol)
+    # On two cores a forked child finishes ranks from the top down while this process goes
+    # up, and sends its own back pickled: equal slices and instructions pickle once, so 2 M
+    # instructions take 15 MB and under a second to load.
+    return Program(name=name, spec=spec, ranks=tuple(map_beside(finish, n)), protocol=protocol)
 
 
 #: ``_Analysis.raw_writer`` values other than an op: no earlier op wrote the source, or several did.

@@ -38,8 +38,9 @@ interpreter, the simulator and the runtime derive what an opcode does from it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Literal
 
@@ -175,6 +176,19 @@ OP_SEMANTICS: Mapping[Op, OpSemantics] = MappingProxyType(
 )
 
 
+def _pickled_by_fields(cls: type) -> type:
+    """Pickle ``cls`` as a call ``cls(*fields)``.
+
+    The state functions dataclasses give frozen slotted classes look the fields up again for
+    every object, which was most of the second it took to load the 330,000 objects of half a
+    1,024-rank Program (what the lowering's helper process sends back).
+    """
+    values = attrgetter(*(f.name for f in fields(cls)))
+    cls.__reduce__ = lambda self: (cls, values(self))  # type: ignore[method-assign]
+    return cls
+
+
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Slice:
     """``count`` consecutive chunks of one buffer, starting at ``index``."""
@@ -187,6 +201,7 @@ class Slice:
         return f"{self.buffer.value}[{self.index}:{self.index + self.count}]"
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Dependency:
     """Wait for instruction ``instruction`` of channel ``channel`` on the same rank."""
@@ -195,6 +210,7 @@ class Dependency:
     instruction: int
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Instruction:
     """One step of a channel. ``src``/``dst`` are ``None`` where the op has no such operand.
@@ -225,6 +241,7 @@ class Instruction:
         return " ".join(parts)
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Channel:
     """An ordered instruction list with at most one send and one receive connection."""
@@ -236,6 +253,7 @@ class Channel:
     lane: int = 0
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RankProgram:
     """What one rank runs: its channels and the scratch chunks it needs."""

@@ -9,6 +9,7 @@ from synccl.collectives import (
     Buffer,
     Channel,
     CollectiveSpec,
+    Dependency,
     Instruction,
     Op,
     OpSemantics,
@@ -105,3 +106,15 @@ def test_replay_follows_the_table_along_a_chain(local_reduce, check_program):
         RankProgram(2, (Channel(0, 1, 1, (*tail, Instruction(Op.SEND, src=s))),), scratch_chunks=int(local_reduce)),
     )
     check_program(Program("chain", spec, ranks))
+
+
+def test_programs_pickle_field_by_field_and_keep_shared_instructions_shared():
+    import pickle
+
+    prog = library.build("hierarchical", "all_reduce", 8, local_size=4)
+    shared = Instruction(Op.PRODUCE, dst=Slice(Buffer.INPUT, 0), deps=(Dependency(1, 2),), kernel="k")
+    back = pickle.loads(pickle.dumps((prog, shared, shared)))
+    assert back[0] == prog and back[0].ranks[3].channels == prog.ranks[3].channels
+    assert back[1] == shared and back[1] is back[2]
+    for obj in (Slice(Buffer.SCRATCH, 3, 2), prog.ranks[0], prog.ranks[0].channels[0]):
+        assert type(obj).__reduce__(obj)[0] is type(obj)  # a constructor call, not dataclasses' per-object field lookup
