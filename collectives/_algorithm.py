@@ -115,20 +115,22 @@ def chunk_destinations(spec: CollectiveSpec) -> dict[int, list[tuple[int, int]]]
 def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     spec = alg.spec
     builder = ProgramBuilder(alg.name, spec)
-    dests = chunk_destinations(spec)
-    final = {(g, r): idx for g, places in dests.items() for r, idx in places}
-    where: dict[tuple[int, int], RefKey] = {}  # (chunk, rank) -> current location
+    # Chunk-rank pairs are keyed by the integer ``chunk * nranks + rank``: a thousand ranks hold
+    # millions of them, and tuple keys cost as much again to build, hash and free.
+    n = spec.nranks
+    final = {g * n + r: idx for g, places in chunk_destinations(spec).items() for r, idx in places}
+    where: dict[int, RefKey] = {}  # chunk * n + rank -> where the rank holds the chunk now
     for g, places in chunk_sources(spec).items():
         for r, idx in places:
-            where[g, r] = (r, Buffer.INPUT, idx, 1)
+            where[g * n + r] = (r, Buffer.INPUT, idx, 1)
     scratch = [0] * spec.nranks
 
     def writable(g: int, r: int) -> RefKey:
         """Where rank r keeps chunk g: its output slot if it has one, else fresh scratch."""
-        slot = final.get((g, r))
+        slot = final.get(g * n + r)
         if slot is not None:
             return (r, Buffer.OUTPUT, slot, 1)
-        current = where.get((g, r))
+        current = where.get(g * n + r)
         if current is not None and current[1] is Buffer.SCRATCH:
             return current
         scratch[r] += 1
@@ -138,7 +140,7 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
     # fresh scratch), so operations are recorded without a ChunkRef each (see ProgramBuilder.operation).
     for s, step in enumerate(alg.steps):
         for t in step.transfers:
-            source = where.get((t.chunk, t.src))
+            source = where.get(t.chunk * n + t.src)
             if source is None:
                 raise ProgramError(
                     f"algorithm {alg.name!r} step {s}: rank {t.src} does not hold chunk {t.chunk} when it sends it to rank {t.dst}"
@@ -146,7 +148,7 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
             if not isinstance(t.dst, int) or not 0 <= t.dst < spec.nranks or t.dst == t.src:
                 raise ProgramError(f"algorithm {alg.name!r} step {s}: bad destination rank {t.dst!r} for chunk {t.chunk}")
             if t.reduce:
-                mine = where.get((t.chunk, t.dst))
+                mine = where.get(t.chunk * n + t.dst)
                 if mine is None:
                     raise ProgramError(f"algorithm {alg.name!r} step {s}: rank {t.dst} has no partial of chunk {t.chunk} to reduce into")
                 target = mine if mine[1] is not Buffer.INPUT or spec.inplace else writable(t.chunk, t.dst)
@@ -154,14 +156,15 @@ def _lower_algorithm(alg: Algorithm, *, check: bool) -> Program:
             else:
                 target = writable(t.chunk, t.dst)
                 builder.operation("copy", source, target, lane=t.lane, step=s)
-            where[t.chunk, t.dst] = target
+            where[t.chunk * n + t.dst] = target
     # Chunks that end where they started (e.g. a rank's own allgather slot) still need their copy;
     # it is ordered after the last step so that it never holds up a channel's sends.
-    for (g, r), idx in final.items():
-        held = where.get((g, r))
-        if held is None:
-            continue  # the verifier reports the missing chunk with its location
+    for key, idx in final.items():
+        held = where.get(key)
+        if held is None or (held[1] is Buffer.OUTPUT and held[2] == idx):
+            continue  # in place already -- or missing, which the verifier reports with its location
+        r = key % n
         if spec.resolve(r, held[1], held[2]) != spec.resolve(r, Buffer.OUTPUT, idx):
             builder.operation("copy", held, (r, Buffer.OUTPUT, idx, 1), step=len(alg.steps))
-            where[g, r] = (r, Buffer.OUTPUT, idx, 1)
+            where[key] = (r, Buffer.OUTPUT, idx, 1)
     return builder.build(check=check)

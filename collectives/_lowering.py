@@ -377,10 +377,13 @@ def _add_dependencies(hazards: array, placed: dict[int, _Ins], chans: list[_Chan
 
 def _scratch_sizes(spec: CollectiveSpec, ops: list[OpRecord]) -> list[int]:
     size = [0] * spec.nranks
+    scratch = Buffer.SCRATCH
+    # Most ops touch no scratch; testing the three references in place is cheaper than looping.
     for op in ops:
-        for ref in (op.src, op.dst, op.local):
-            if ref is not None and ref[1] is Buffer.SCRATCH:
-                size[ref[0]] = max(size[ref[0]], ref[2] + ref[3])
+        if op.src[1] is scratch or op.dst[1] is scratch or (op.local is not None and op.local[1] is scratch):
+            for ref in (op.src, op.dst, op.local):
+                if ref is not None and ref[1] is scratch:
+                    size[ref[0]] = max(size[ref[0]], ref[2] + ref[3])
     return size
 
 

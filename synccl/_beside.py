@@ -167,7 +167,7 @@ def map_beside(work: Callable[[int], T], count: int) -> list[T]:
     finally:
         ends.release()
         board.close()
-    reader = pickle.Unpickler(io.BytesIO(stream))
+    reader = pickle.Unpickler(io.BytesIO(stream))  # noqa: S301 - written by our own child a moment ago
     for index in taken:
-        made.setdefault(index, reader.load())  # noqa: S301 - written by our own child a moment ago
+        made.setdefault(index, reader.load())  # loaded in order, whether kept or not: the stream's memo needs every value
     return [made[i] if i in made else work(i) for i in range(count)]
