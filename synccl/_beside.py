@@ -2,9 +2,10 @@
 
 Lowering and verifying a Program at a thousand ranks is a minute of pure Python in one
 process. Parts of it are independent (the race pass and the symbolic execution; the structure
-check and the schedule; halves of the ranks), so a child forked from the caller does one
-part: it sees every object as it was at the fork (copy on write) and sends back only its
-result, pickled through a pipe.
+check and the schedule; the ranks a lowering finishes one by one), so a child forked from the
+caller does one part (:class:`Beside`) or a share of a map (:func:`map_beside`): it sees
+every object as it was at the fork (copy on write) and sends back only its result, pickled
+through a pipe.
 
 The child is used only where that is safe and useful: on Linux, with no other Python thread
 running (a thread that held a lock at the fork would leave it held in the child; native
